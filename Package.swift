@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo", "-enable-testing"], .when(configuration: .release))]
+
+let package = Package(
+    name: "DiffuSeq",
+    products: [
+        .executable(name: "diffuseq", targets: ["DiffuSeqCLI"]),
+        .library(name: "DiffuSeqCore", targets: ["DiffuSeqCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: - C shims
+        // OpenBLAS is loaded with dlopen after OPENBLAS_CORETYPE is chosen (see README, "BLAS").
+        .target(name: "COpenBLAS", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CNCurses", linkerSettings: [.linkedLibrary("ncursesw")]),
+        // MARK: - Libraries
+        .target(name: "DiffuSeqResources", path: "Resources",
+                resources: [.copy("data"), .copy("model")]),
+        .target(name: "DiffuSeqCore", dependencies: ["COpenBLAS", "DiffuSeqResources"],
+                swiftSettings: optimise),
+        .target(name: "DiffuSeqTUI", dependencies: ["DiffuSeqCore"], swiftSettings: optimise),
+        // MARK: - Executable
+        .executableTarget(name: "DiffuSeqCLI",
+                          dependencies: ["DiffuSeqCore", "DiffuSeqTUI", "CNCurses", argumentParser]),
+        // MARK: - Tests
+        .testTarget(name: "DiffuSeqCoreTests", dependencies: ["DiffuSeqCore"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "DiffuSeqTUITests", dependencies: ["DiffuSeqTUI", "DiffuSeqCore"]),
+        .testTarget(name: "DiffuSeqCLITests", dependencies: ["DiffuSeqCore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,87 @@
+#define _GNU_SOURCE
+#include "COpenBLAS.h"
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
+
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *,
+                         int, float, float *, int);
+typedef char *(*str_fn)(void);
+typedef int (*int_fn)(void);
+typedef void (*setint_fn)(int);
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static sgemm_fn p_sgemm;
+static str_fn p_corename, p_config;
+static int_fn p_get_threads;
+static setint_fn p_set_threads;
+static char load_error[512];
+static char chosen[32];
+
+static const char *pick_coretype(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    return NULL;
+}
+
+static void do_load(void) {
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (user == NULL || user[0] == 0) {
+        const char *core = pick_coretype();
+        if (core != NULL) {
+            setenv("OPENBLAS_CORETYPE", core, 1);
+            snprintf(chosen, sizeof chosen, "%s", core);
+        }
+    }
+    const char *names[] = {"libopenblas.so.0", "libopenblas.so", "libopenblasp-r0.3.21.so", NULL};
+    void *h = NULL;
+    for (int i = 0; names[i] && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(load_error, sizeof load_error,
+                 "cannot load OpenBLAS (libopenblas.so.0): %s. Install it with "
+                 "`apt-get install -y libopenblas-dev`.", e ? e : "unknown error");
+        return;
+    }
+    p_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
+    p_corename = (str_fn)dlsym(h, "openblas_get_corename");
+    p_config = (str_fn)dlsym(h, "openblas_get_config");
+    p_get_threads = (int_fn)dlsym(h, "openblas_get_num_threads");
+    p_set_threads = (setint_fn)dlsym(h, "openblas_set_num_threads");
+    if (!p_sgemm) snprintf(load_error, sizeof load_error, "OpenBLAS has no cblas_sgemm symbol");
+}
+
+int dsq_blas_load(char *err, int errlen) {
+    pthread_once(&once, do_load);
+    if (p_sgemm) return 0;
+    if (err && errlen > 0) snprintf(err, (size_t)errlen, "%s", load_error);
+    return 1;
+}
+
+const char *dsq_blas_chosen_coretype(void) { return chosen; }
+const char *dsq_blas_corename(void) { return p_corename ? p_corename() : "unloaded"; }
+const char *dsq_blas_config(void) { return p_config ? p_config() : ""; }
+int dsq_blas_get_threads(void) { return p_get_threads ? p_get_threads() : 0; }
+void dsq_blas_set_threads(int n) { if (p_set_threads) p_set_threads(n); }
+
+void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda,
+               const float *b, int ldb, float beta, float *c, int ldc) {
+    if (!p_sgemm) { dsq_blas_load(NULL, 0); if (!p_sgemm) abort(); }
+    p_sgemm(RowMajor, transA ? Trans : NoTrans, transB ? Trans : NoTrans, m, n, k, alpha, a, lda,
+            b, ldb, beta, c, ldc);
+}
+
+void dsq_sgemm_strided(int count, int transA, int transB, int m, int n, int k, float alpha,
+                       const float *a, int lda, long strideA, const float *b, int ldb, long strideB,
+                       float beta, float *c, int ldc, long strideC) {
+    for (int i = 0; i < count; i++)
+        dsq_sgemm(transA, transB, m, n, k, alpha, a + i * strideA, lda, b + i * strideB, ldb, beta,
+                  c + i * strideC, ldc);
+}

@@ -1,0 +1,27 @@
+#ifndef COPENBLAS_H
+#define COPENBLAS_H
+/// OpenBLAS, loaded at run time with dlopen so that OPENBLAS_CORETYPE can be chosen first.
+///
+/// OpenBLAS 0.3.21 misdetects recent Xeons and falls back to its Prescott kernels (5x slower).
+/// The variable is read when the library is loaded, so linking it would be too late: we pick
+/// a core type from CPUID (unless the user set one), then dlopen libopenblas.so.0.
+
+/// Loads OpenBLAS once (thread-safe). Returns 0 on success; on failure writes a message to err.
+int dsq_blas_load(char *err, int errlen);
+/// The core type we set before loading ("" when we left the choice to OpenBLAS or the user).
+const char *dsq_blas_chosen_coretype(void);
+/// openblas_get_corename(), or "unloaded".
+const char *dsq_blas_corename(void);
+/// openblas_get_config(), or "".
+const char *dsq_blas_config(void);
+int dsq_blas_get_threads(void);
+void dsq_blas_set_threads(int n);
+
+/// Row-major C = alpha * op(A) * op(B) + beta * C (cblas_sgemm with CblasRowMajor).
+void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha,
+               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/// Batched over `count` independent problems with element strides between them.
+void dsq_sgemm_strided(int count, int transA, int transB, int m, int n, int k, float alpha,
+                       const float *a, int lda, long strideA, const float *b, int ldb, long strideB,
+                       float beta, float *c, int ldc, long strideC);
+#endif

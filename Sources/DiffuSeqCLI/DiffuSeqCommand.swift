@@ -1,0 +1,37 @@
+import ArgumentParser
+import DiffuSeqCore
+import Foundation
+
+/// The `diffuseq` command.
+struct DiffuSeqCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diffuseq",
+        abstract: "DiffuSeq in Swift: train, sample, evaluate and explore text diffusion models.",
+        subcommands: [EvalCommand.self])
+
+    @Flag(name: .long, help: "Print the version, the BLAS kernel in use and the thread count.")
+    var version = false
+
+    func run() throws {
+        if version {
+            print(versionString())
+        } else {
+            print(DiffuSeqCommand.helpMessage())
+        }
+    }
+}
+
+/// Version, BLAS kernel and threads, as `diffuseq --version` prints them.
+func versionString() -> String {
+    var s = "diffuseq \(DiffuSeqVersion.string)\n"
+    do {
+        let info = try BLAS.info()
+        s += "BLAS: OpenBLAS, kernel \(info.coreName)"
+        s += info.chosenCoreType.map { " (OPENBLAS_CORETYPE=\($0) set by diffuseq)" } ?? " (chosen by OpenBLAS/user)"
+        s += ", \(info.threads) threads\n"
+        s += "OpenBLAS build: \(info.config)"
+    } catch {
+        s += "BLAS: \(error)"
+    }
+    return s
+}

@@ -1,0 +1,2 @@
+import DiffuSeqCore
+DiffuSeqCommand.main()

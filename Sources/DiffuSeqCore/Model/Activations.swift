@@ -1,0 +1,94 @@
+/// Cached activations of one encoder layer, each (B·T, ·) unless noted. Used by `layerBackward`.
+final class LayerActivations {
+    let q, k, v, ctx: FloatBuffer          // (B, T, C)
+    let probs: FloatBuffer                 // (B, NH, T, T) softmax output
+    let probsDrop, probsMask: FloatBuffer  // (B, NH, T, T) after attention dropout, and its mask
+    let ao, aoMask, r1, a: FloatBuffer     // (B, T, C): dense out (after dropout), mask, residual sum, LN1 out
+    let m1, s1, m2, s2: FloatBuffer        // (B, T) LayerNorm mean / rstd
+    let f1, g: FloatBuffer                 // (B, T, F) intermediate pre-GELU and GELU out
+    let f2, f2Mask, r2, out: FloatBuffer   // (B, T, C)
+
+    init(B: Int, T: Int, c: ModelConfig, dropout: Bool) {
+        let n = B * T * c.width, tt = B * c.heads * T * T
+        q = FloatBuffer(count: n); k = FloatBuffer(count: n); v = FloatBuffer(count: n); ctx = FloatBuffer(count: n)
+        probs = FloatBuffer(count: tt)
+        probsDrop = FloatBuffer(count: dropout ? tt : 0); probsMask = FloatBuffer(count: dropout ? tt : 0)
+        ao = FloatBuffer(count: n); aoMask = FloatBuffer(count: dropout ? n : 0)
+        r1 = FloatBuffer(count: n); a = FloatBuffer(count: n)
+        m1 = FloatBuffer(count: B * T); s1 = FloatBuffer(count: B * T)
+        m2 = FloatBuffer(count: B * T); s2 = FloatBuffer(count: B * T)
+        f1 = FloatBuffer(count: B * T * c.ffn); g = FloatBuffer(count: B * T * c.ffn)
+        f2 = FloatBuffer(count: n); f2Mask = FloatBuffer(count: dropout ? n : 0)
+        r2 = FloatBuffer(count: n); out = FloatBuffer(count: n)
+    }
+}
+
+/// Gradient scratch for backward, allocated once per `Activations`.
+final class BackwardScratch {
+    let dhA, dhB, dC1, dC2, dC3, dQ, dK, dV: FloatBuffer  // (B, T, C)
+    let dF, dF2: FloatBuffer                              // (B, T, F)
+    let dP: FloatBuffer                                   // (T, T)
+    let dEmbT: FloatBuffer                                // (B, C)
+    let dT1, dT2: FloatBuffer                             // (B, 4·Dt)
+
+    init(B: Int, T: Int, c: ModelConfig) {
+        let n = B * T * c.width
+        dhA = FloatBuffer(count: n); dhB = FloatBuffer(count: n); dC1 = FloatBuffer(count: n)
+        dC2 = FloatBuffer(count: n); dC3 = FloatBuffer(count: n)
+        dQ = FloatBuffer(count: n); dK = FloatBuffer(count: n); dV = FloatBuffer(count: n)
+        dF = FloatBuffer(count: B * T * c.ffn); dF2 = FloatBuffer(count: B * T * c.ffn)
+        dP = FloatBuffer(count: T * T); dEmbT = FloatBuffer(count: B * c.width)
+        dT1 = FloatBuffer(count: B * 4 * c.hiddenTDim); dT2 = FloatBuffer(count: B * 4 * c.hiddenTDim)
+    }
+}
+
+/// Every activation of one forward pass for a (B, T) batch, allocated once and reused.
+///
+/// With `keepLayerCaches` (training) each layer has its own caches for backward; without it
+/// (sampling) one set is reused by all layers, which keeps inference memory small.
+final class Activations {
+    let B: Int, T: Int
+    let keepsLayerCaches: Bool
+    /// Whether the last forward used dropout (set by the training step).
+    var usedDropout = false
+    let te: FloatBuffer                    // (B, Dt) sinusoidal features
+    let h1, s1: FloatBuffer                // (B, 4·Dt) time MLP hidden, SiLU out
+    let embT: FloatBuffer                  // (B, C)
+    let u1, u1t: FloatBuffer               // (B, T, C) up-projection hidden, tanh out
+    let pre: FloatBuffer                   // (B, T, C) pos + emb_x + emb_t (LayerNorm input)
+    let m0, s0: FloatBuffer                // (B, T)
+    let h0, h0d, mask0: FloatBuffer        // (B, T, C) LN out, after input dropout, mask
+    let d1, d1t: FloatBuffer               // (B, T, C) down-projection hidden, tanh out
+    let out: FloatBuffer                   // (B, T, D) predicted x̂₀
+    private let layers: [LayerActivations]
+    /// Input of the down-projection in the last forward (the encoder output).
+    var lastInput: CP
+    private var _scratch: BackwardScratch?
+    private let config: ModelConfig
+
+    init(config c: ModelConfig, B: Int, T: Int, keepLayerCaches: Bool, dropout: Bool) {
+        self.B = B; self.T = T; self.config = c
+        keepsLayerCaches = keepLayerCaches
+        let n = B * T * c.width
+        te = FloatBuffer(count: B * c.hiddenTDim)
+        h1 = FloatBuffer(count: B * 4 * c.hiddenTDim); s1 = FloatBuffer(count: B * 4 * c.hiddenTDim)
+        embT = FloatBuffer(count: B * c.width)
+        u1 = FloatBuffer(count: c.hasProjections ? n : 0); u1t = FloatBuffer(count: c.hasProjections ? n : 0)
+        pre = FloatBuffer(count: n); m0 = FloatBuffer(count: B * T); s0 = FloatBuffer(count: B * T)
+        h0 = FloatBuffer(count: n); h0d = FloatBuffer(count: dropout ? n : 0); mask0 = FloatBuffer(count: dropout ? n : 0)
+        d1 = FloatBuffer(count: c.hasProjections ? n : 0); d1t = FloatBuffer(count: c.hasProjections ? n : 0)
+        out = FloatBuffer(count: B * T * c.hiddenDim)
+        let count = keepLayerCaches ? max(1, c.layers) : 1
+        layers = (0..<count).map { _ in LayerActivations(B: B, T: T, c: c, dropout: dropout) }
+        lastInput = CP(h0.ptr)
+    }
+
+    @inline(__always) func layer(_ l: Int) -> LayerActivations { keepsLayerCaches ? layers[l] : layers[0] }
+
+    var scratch: BackwardScratch {
+        if let s = _scratch { return s }
+        let s = BackwardScratch(B: B, T: T, c: config)
+        _scratch = s
+        return s
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+
+// Elementwise and row kernels, forward and backward, over raw pointers (llm.c style).
+// Backward functions accumulate (+=) into their gradient outputs.
+
+typealias P = UnsafeMutablePointer<Float>
+typealias CP = UnsafePointer<Float>
+
+/// Runs `body(chunkStart, chunkEnd)` over 0..<n split into contiguous chunks on all cores.
+/// Results never depend on the number of chunks: every kernel using this is elementwise or per row.
+@inline(__always)
+func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
+    let workers = min(Kernels.workerCount, max(1, n / max(1, minChunk)))
+    if workers <= 1 { body(0, n); return }
+    DispatchQueue.concurrentPerform(iterations: workers) { w in
+        let lo = n * w / workers, hi = n * (w + 1) / workers
+        if lo < hi { body(lo, hi) }
+    }
+}
+
+enum Kernels {
+    /// Threads used by the Swift kernels (BLAS has its own count).
+    nonisolated(unsafe) static var workerCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    // MARK: Fast exp and erf (vectorisable, ~1 ulp-level accuracy for our ranges)
+
+    /// exp(x) in float32 via 2^(x·log2 e) with a degree-6 polynomial; |rel err| < 2e-7.
+    @inline(__always)
+    static func fexp(_ x: Float) -> Float {
+        let xc = min(max(x, -87.3), 88.7)
+        let t = xc * 1.442_695_04
+        let fi = t.rounded(.down)
+        let f = t - fi
+        // 2^f on [0,1)
+        var p: Float = 1.535_336_8e-4
+        p = p * f + 1.339_887_4e-3
+        p = p * f + 9.618_437_4e-3
+        p = p * f + 5.550_332_9e-2
+        p = p * f + 2.402_264_5e-1
+        p = p * f + 6.931_472_1e-1
+        p = p * f + 1.0
+        let bits = UInt32(bitPattern: Int32(fi) &+ 127) << 23
+        return p * Float(bitPattern: bits)
+    }
+
+    /// erf(x) in float32, rational approximation (as in Eigen's fast erf), |err| < 2e-7.
+    @inline(__always)
+    static func ferf(_ a: Float) -> Float {
+        let x = min(max(a, -4), 4)
+        let x2 = x * x
+        var p: Float = -2.726_142_3e-10
+        p = p * x2 + 2.770_681_4e-08
+        p = p * x2 - 2.101_024_0e-06
+        p = p * x2 - 5.692_506_4e-05
+        p = p * x2 - 7.349_906_3e-04
+        p = p * x2 - 2.954_600_0e-03
+        p = p * x2 - 1.609_603_3e-02
+        p = p * x
+        var q: Float = -1.456_607_2e-05
+        q = q * x2 - 2.133_740_6e-04
+        q = q * x2 - 1.682_827_0e-03
+        q = q * x2 - 7.373_329_2e-03
+        q = q * x2 - 1.426_473_9e-02
+        return p / q
+    }
+
+    // MARK: Linear (y = x·Wᵀ + b), through BLAS
+
+    /// out (N, O) = inp (N, I) · Wᵀ (W: (O, I)) + b (O).
+    static func linear(_ out: P, _ inp: CP, _ w: CP, _ b: CP?, n: Int, i: Int, o: Int) {
+        if let b {
+            for r in 0..<n { (out + r * o).update(from: b, count: o) }
+            BLAS.gemm(transB: true, m: n, n: o, k: i, a: inp, lda: i, b: w, ldb: i, beta: 1, c: out, ldc: o)
+        } else {
+            BLAS.gemm(transB: true, m: n, n: o, k: i, a: inp, lda: i, b: w, ldb: i, beta: 0, c: out, ldc: o)
+        }
+    }
+
+    /// Accumulates dinp (N, I) += dout·W, dW (O, I) += doutᵀ·inp, db (O) += Σ_rows dout.
+    static func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: CP, n: Int, i: Int, o: Int) {
+        if let dinp {
+            BLAS.gemm(m: n, n: i, k: o, a: dout, lda: o, b: w, ldb: i, beta: 1, c: dinp, ldc: i)
+        }
+        BLAS.gemm(transA: true, m: o, n: i, k: n, a: dout, lda: o, b: inp, ldb: i, beta: 1, c: dw, ldc: i)
+        if let db {
+            for r in 0..<n {
+                let row = dout + r * o
+                for j in 0..<o { db[j] += row[j] }
+            }
+        }
+    }
+
+    // MARK: LayerNorm over the last axis (biased variance, like torch)
+
+    /// out (N, C) = (inp − mean)·rstd·weight + bias; caches mean, rstd (N).
+    static func layerNorm(_ out: P, mean: P?, rstd: P?, _ inp: CP, _ w: CP, _ b: CP, n: Int, c: Int, eps: Float) {
+        parallelRows(n, minChunk: 32) { lo, hi in
+            for r in lo..<hi {
+                let x = inp + r * c, y = out + r * c
+                var s: Float = 0
+                for j in 0..<c { s += x[j] }
+                let m = s / Float(c)
+                var v: Float = 0
+                for j in 0..<c { let d = x[j] - m; v += d * d }
+                let rs = 1 / (v / Float(c) + eps).squareRoot()
+                for j in 0..<c { y[j] = (x[j] - m) * rs * w[j] + b[j] }
+                mean?[r] = m; rstd?[r] = rs
+            }
+        }
+    }
+
+    /// Accumulates dinp, dw, db for `layerNorm`.
+    static func layerNormBackward(dinp: P, dw: P, db: P, dout: CP, inp: CP, w: CP, mean: CP, rstd: CP, n: Int, c: Int) {
+        for r in 0..<n {
+            let x = inp + r * c, dy = dout + r * c, dx = dinp + r * c
+            let m = mean[r], rs = rstd[r]
+            var dnormMean: Float = 0, dnormDotNorm: Float = 0
+            for j in 0..<c {
+                let norm = (x[j] - m) * rs
+                let dnorm = w[j] * dy[j]
+                dnormMean += dnorm
+                dnormDotNorm += dnorm * norm
+                db[j] += dy[j]
+                dw[j] += norm * dy[j]
+            }
+            dnormMean /= Float(c); dnormDotNorm /= Float(c)
+            for j in 0..<c {
+                let norm = (x[j] - m) * rs
+                dx[j] += (w[j] * dy[j] - dnormMean - norm * dnormDotNorm) * rs
+            }
+        }
+    }
+
+    // MARK: Activations
+
+    /// GELU with the exact erf: 0.5·x·(1 + erf(x/√2)).
+    static func gelu(_ out: P, _ inp: CP, _ n: Int) {
+        parallelRows(n, minChunk: 4096) { lo, hi in
+            for i in lo..<hi { let x = inp[i]; out[i] = 0.5 * x * (1 + ferf(x * 0.707_106_78)) }
+        }
+    }
+
+    /// dinp += dout · GELU'(inp).
+    static func geluBackward(_ dinp: P, _ dout: CP, _ inp: CP, _ n: Int) {
+        parallelRows(n, minChunk: 4096) { lo, hi in
+            for i in lo..<hi {
+                let x = inp[i]
+                let cdf = 0.5 * (1 + ferf(x * 0.707_106_78))
+                let pdf = fexp(-0.5 * x * x) * 0.398_942_28
+                dinp[i] += dout[i] * (cdf + x * pdf)
+            }
+        }
+    }
+
+    /// tanh (accurate: libm), in place allowed.
+    static func tanh(_ out: P, _ inp: CP, _ n: Int) {
+        parallelRows(n, minChunk: 4096) { lo, hi in
+            for i in lo..<hi { out[i] = Foundation.tanh(inp[i]) }
+        }
+    }
+
+    /// dinp += dout · (1 − y²) with y = tanh output.
+    static func tanhBackward(_ dinp: P, _ dout: CP, _ y: CP, _ n: Int) {
+        for i in 0..<n { dinp[i] += dout[i] * (1 - y[i] * y[i]) }
+    }
+
+    /// SiLU x·σ(x).
+    static func silu(_ out: P, _ inp: CP, _ n: Int) {
+        for i in 0..<n { let x = inp[i]; out[i] = x / (1 + Foundation.exp(-x)) }
+    }
+
+    /// dinp += dout · σ(x)(1 + x(1 − σ(x))).
+    static func siluBackward(_ dinp: P, _ dout: CP, _ inp: CP, _ n: Int) {
+        for i in 0..<n {
+            let x = inp[i], s = 1 / (1 + Foundation.exp(-x))
+            dinp[i] += dout[i] * s * (1 + x * (1 - s))
+        }
+    }
+
+    /// In-place row softmax with max subtraction; rows of length `c`.
+    @inline(__always)
+    static func softmaxRow(_ x: P, _ c: Int) {
+        var m = -Float.infinity
+        for j in 0..<c { m = max(m, x[j]) }
+        var s: Float = 0
+        for j in 0..<c { let e = fexp(x[j] - m); x[j] = e; s += e }
+        let inv = 1 / s
+        for j in 0..<c { x[j] *= inv }
+    }
+
+    /// Sinusoidal timestep features as the official `timestep_embedding`: [cos(t·f), sin(t·f)],
+    /// f_i = exp(−ln(10000)·i/half), all in float32. out: (B, dim).
+    static func timestepEmbedding(_ out: P, _ t: [Float], dim: Int) {
+        let half = dim / 2
+        let c = -Float(Foundation.log(10000.0))
+        for (b, tb) in t.enumerated() {
+            for i in 0..<half {
+                let f = Foundation.exp(c * Float(i) / Float(half))
+                let a = tb * f
+                out[b * dim + i] = Foundation.cos(a)
+                out[b * dim + half + i] = Foundation.sin(a)
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+/// The hyper-parameters of a DiffuSeq `TransformerNetModel` and its diffusion process.
+///
+/// JSON keys follow the official `training_args.json` / BERT config where one exists
+/// (`hidden_dim`, `hidden_t_dim`, `seq_len`, `diffusion_steps`, `noise_schedule`, …).
+public struct ModelConfig: Codable, Sendable, Equatable {
+    /// V: vocabulary size.
+    public var vocabSize: Int
+    /// D: word-embedding dims (`hidden_dim`).
+    public var hiddenDim: Int
+    /// Dt: sinusoidal timestep-embedding dims (`hidden_t_dim`).
+    public var hiddenTDim: Int
+    /// C: encoder width (BERT `hidden_size`).
+    public var width: Int
+    /// NL: encoder layers.
+    public var layers: Int
+    /// NH: attention heads.
+    public var heads: Int
+    /// F: FFN size (BERT `intermediate_size`).
+    public var ffn: Int
+    /// Rows of the position-embedding table (BERT `max_position_embeddings`).
+    public var maxPositions: Int
+    /// T: sequence length (`seq_len`).
+    public var seqLen: Int
+    /// Hidden dropout (`dropout`, BERT `hidden_dropout_prob`).
+    public var dropout: Float
+    /// Attention-probability dropout (BERT `attention_probs_dropout_prob`, not overridden by DiffuSeq).
+    public var attentionDropout: Float
+    /// LayerNorm epsilon (1e-12 in BERT).
+    public var layerNormEps: Float
+    /// Number of diffusion steps the model is trained for.
+    public var diffusionSteps: Int
+    /// Noise schedule name (`sqrt`, `linear`, `cosine`, `trunc_cos`, `trunc_lin`, `pw_lin`).
+    public var noiseSchedule: String
+    /// Whether the network sees t·1000/T (official `rescale_timesteps`, always true).
+    public var rescaleTimesteps: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenDim = "hidden_dim", hiddenTDim = "hidden_t_dim"
+        case width = "hidden_size", layers = "num_hidden_layers", heads = "num_attention_heads"
+        case ffn = "intermediate_size", maxPositions = "max_position_embeddings", seqLen = "seq_len"
+        case dropout, attentionDropout = "attention_probs_dropout_prob", layerNormEps = "layer_norm_eps"
+        case diffusionSteps = "diffusion_steps", noiseSchedule = "noise_schedule"
+        case rescaleTimesteps = "rescale_timesteps"
+    }
+
+    /// Creates a configuration; defaults are the official base model (BERT-base encoder).
+    public init(vocabSize: Int = 30522, hiddenDim: Int = 128, hiddenTDim: Int = 128, width: Int = 768,
+                layers: Int = 12, heads: Int = 12, ffn: Int = 3072, maxPositions: Int = 512,
+                seqLen: Int = 128, dropout: Float = 0.1, attentionDropout: Float = 0.1,
+                layerNormEps: Float = 1e-12, diffusionSteps: Int = 2000, noiseSchedule: String = "sqrt",
+                rescaleTimesteps: Bool = true) {
+        self.vocabSize = vocabSize; self.hiddenDim = hiddenDim; self.hiddenTDim = hiddenTDim
+        self.width = width; self.layers = layers; self.heads = heads; self.ffn = ffn
+        self.maxPositions = maxPositions; self.seqLen = seqLen; self.dropout = dropout
+        self.attentionDropout = attentionDropout; self.layerNormEps = layerNormEps
+        self.diffusionSteps = diffusionSteps; self.noiseSchedule = noiseSchedule
+        self.rescaleTimesteps = rescaleTimesteps
+    }
+
+    /// The official base model (91,225,274 parameters with V = 30,522).
+    public static let base = ModelConfig()
+    /// The benchmark's small shape: 6×256, 4 heads, FFN 1024.
+    public static let small = ModelConfig(width: 256, layers: 6, heads: 4, ffn: 1024)
+
+    /// Whether `input_up_proj` / `output_down_proj` exist (official: only when D ≠ C).
+    public var hasProjections: Bool { hiddenDim != width }
+    /// HS: head size.
+    public var headSize: Int { width / max(1, heads) }
+
+    /// Checks the sizes; throws a readable error naming the first bad value.
+    public func validate() throws {
+        func need(_ ok: Bool, _ m: String) throws { if !ok { throw EngineError.invalidConfig(m) } }
+        try need(vocabSize >= 5, "vocab_size \(vocabSize) must be at least 5")
+        try need(hiddenDim > 0 && width > 0 && ffn > 0 && layers >= 0, "sizes must be positive")
+        try need(hiddenTDim > 0 && hiddenTDim % 2 == 0, "hidden_t_dim \(hiddenTDim) must be even and positive")
+        try need(heads > 0 && width % heads == 0, "hidden_size \(width) must be divisible by heads \(heads)")
+        try need(seqLen >= 4 && seqLen <= maxPositions,
+                 "seq_len \(seqLen) must be in 4...\(maxPositions) (max_position_embeddings)")
+        try need(diffusionSteps >= 2, "diffusion_steps \(diffusionSteps) must be at least 2")
+        try need((0..<1).contains(dropout) && (0..<1).contains(attentionDropout), "dropout must be in [0, 1)")
+        try need(NoiseSchedule.names.contains(noiseSchedule),
+                 "unknown noise_schedule \"\(noiseSchedule)\" (expected one of \(NoiseSchedule.names.joined(separator: ", ")))")
+    }
+}

@@ -1,0 +1,335 @@
+import Foundation
+
+/// DiffuSeq's `TransformerNetModel` (official `diffuseq/transformer_model.py`): time-embedding MLP,
+/// up-projection, position embeddings, LayerNorm, a post-LN BERT encoder with no attention mask,
+/// down-projection, and the tied `lm_head`. Forward and backward, on one flat parameter buffer.
+public final class TransformerNetModel: @unchecked Sendable {
+    /// Sizes.
+    public let config: ModelConfig
+    /// Parameter table (official key order).
+    public let layout: ParameterLayout
+    /// All parameters, laid out by `layout`.
+    public let params: FloatBuffer
+
+    /// Creates a model with zero weights (load or initialise them afterwards).
+    public init(config: ModelConfig) throws {
+        try config.validate()
+        try BLAS.ensureLoaded()
+        self.config = config
+        self.layout = ParameterLayout(config)
+        self.params = FloatBuffer(count: layout.totalCount)
+    }
+
+    /// Pointer to the tensor stored under `key` in `buffer` (params, grads or moments).
+    @inline(__always)
+    func ptr(_ buffer: FloatBuffer, _ key: String) -> P { buffer.ptr + layout.off(key) }
+
+    /// The parameter tensor `key` as an array (for tests and checkpoints).
+    public func tensor(_ key: String) -> [Float]? {
+        layout.entry(key).map { params.array($0.range) }
+    }
+
+    // MARK: Initialisation (PyTorch defaults, spec §1.8)
+
+    /// PyTorch default initialisation: Linear U(±1/√fan_in) for weights and biases, embeddings
+    /// N(0,1), LayerNorm (1, 0), `lm_head.bias` U(±1/√D).
+    public func initialise(seed: UInt64) {
+        var rng = SeededRandom(seed: seed)
+        for e in layout.entries {
+            let p = params.ptr + e.offset
+            let key = e.key
+            if key.hasSuffix("LayerNorm.weight") {
+                p.update(repeating: 1, count: e.count)
+            } else if key.hasSuffix("LayerNorm.bias") {
+                p.update(repeating: 0, count: e.count)
+            } else if key == "word_embedding.weight" || key == "position_embeddings.weight" {
+                rng.fillNormal(p, e.count)
+            } else if key == "lm_head.bias" {
+                let bound = 1 / Float(config.hiddenDim).squareRoot()
+                for i in 0..<e.count { p[i] = (rng.uniform() * 2 - 1) * bound }
+            } else {
+                // Linear weight [out, in] or bias [out]: fan_in from the matching weight.
+                let fanIn: Int
+                if e.shape.count == 2 { fanIn = e.shape[1] } else {
+                    let w = layout.entry(String(key.dropLast("bias".count)) + "weight")
+                    fanIn = w?.shape.last ?? 1
+                }
+                let bound = 1 / Float(fanIn).squareRoot()
+                for i in 0..<e.count { p[i] = (rng.uniform() * 2 - 1) * bound }
+            }
+        }
+    }
+
+    // MARK: Forward
+
+    /// Runs the network: out (B, T, D) = f(x (B, T, D), tModel (B)).
+    ///
+    /// - Parameters:
+    ///   - tModel: the timestep the network sees (official: index·1000/T when rescaling).
+    ///   - dropout: a random source when training with dropout; nil in eval mode.
+    /// - Returns: a pointer to `acts.out`, valid until the next call with `acts`.
+    @discardableResult
+    func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?) -> CP {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
+        let W = params
+        // time_embed: Linear(Dt→4Dt) → SiLU → Linear(4Dt→C)
+        Kernels.timestepEmbedding(acts.te.ptr, tModel, dim: Dt)
+        Kernels.linear(acts.h1.ptr, acts.te.ptr, ptr(W, "time_embed.0.weight"), ptr(W, "time_embed.0.bias"), n: B, i: Dt, o: 4 * Dt)
+        Kernels.silu(acts.s1.ptr, acts.h1.ptr, B * 4 * Dt)
+        Kernels.linear(acts.embT.ptr, acts.s1.ptr, ptr(W, "time_embed.2.weight"), ptr(W, "time_embed.2.bias"), n: B, i: 4 * Dt, o: C)
+        // input_up_proj: Linear(D→C) → tanh → Linear(C→C)
+        let pre = acts.pre.ptr
+        if c.hasProjections {
+            Kernels.linear(acts.u1.ptr, x, ptr(W, "input_up_proj.0.weight"), ptr(W, "input_up_proj.0.bias"), n: BT, i: D, o: C)
+            Kernels.tanh(acts.u1t.ptr, acts.u1.ptr, BT * C)
+            Kernels.linear(pre, acts.u1t.ptr, ptr(W, "input_up_proj.2.weight"), ptr(W, "input_up_proj.2.bias"), n: BT, i: C, o: C)
+        } else {
+            pre.update(from: x, count: BT * C)
+        }
+        // + position_embeddings[0..<T] + emb_t (broadcast over T)
+        let pos = ptr(W, "position_embeddings.weight")
+        for b in 0..<B {
+            let et = acts.embT.ptr + b * C
+            for s in 0..<T {
+                let row = pre + (b * T + s) * C, pr = pos + s * C
+                for j in 0..<C { row[j] += pr[j] + et[j] }
+            }
+        }
+        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(W, "LayerNorm.weight"),
+                          ptr(W, "LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
+        var h: CP = CP(acts.h0.ptr)
+        if let rng = dropout, c.dropout > 0 {
+            Self.dropoutForward(acts.h0d.ptr, mask: acts.mask0.ptr, h, BT * C, p: c.dropout, rng: rng)
+            h = CP(acts.h0d.ptr)
+        }
+        for l in 0..<c.layers {
+            let la = acts.layer(l)
+            layerForward(l, input: h, la: la, acts: acts, dropout: dropout)
+            h = CP(la.out.ptr)
+        }
+        // output_down_proj: Linear(C→C) → tanh → Linear(C→D)
+        if c.hasProjections {
+            Kernels.linear(acts.d1.ptr, h, ptr(W, "output_down_proj.0.weight"), ptr(W, "output_down_proj.0.bias"), n: BT, i: C, o: C)
+            Kernels.tanh(acts.d1t.ptr, acts.d1.ptr, BT * C)
+            Kernels.linear(acts.out.ptr, acts.d1t.ptr, ptr(W, "output_down_proj.2.weight"), ptr(W, "output_down_proj.2.bias"), n: BT, i: C, o: D)
+        } else {
+            acts.out.ptr.update(from: h, count: BT * D)
+        }
+        acts.lastInput = h
+        return CP(acts.out.ptr)
+    }
+
+    /// One BERT layer (HF `BertLayer`): self-attention → BertSelfOutput (dense + dropout +
+    /// LayerNorm(x + input)) → intermediate (dense + GELU) → BertOutput (dense + dropout + LayerNorm).
+    private func layerForward(_ l: Int, input: CP, la: LayerActivations, acts: Activations,
+                              dropout: UnsafeMutablePointer<SeededRandom>?) {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
+        let NH = c.heads, HS = c.headSize
+        let W = params, p = "input_transformers.layer.\(l)."
+        // BertSelfAttention
+        Kernels.linear(la.q.ptr, input, ptr(W, p + "attention.self.query.weight"), ptr(W, p + "attention.self.query.bias"), n: BT, i: C, o: C)
+        Kernels.linear(la.k.ptr, input, ptr(W, p + "attention.self.key.weight"), ptr(W, p + "attention.self.key.bias"), n: BT, i: C, o: C)
+        Kernels.linear(la.v.ptr, input, ptr(W, p + "attention.self.value.weight"), ptr(W, p + "attention.self.value.bias"), n: BT, i: C, o: C)
+        let scale = 1 / Float(HS).squareRoot()
+        let TT = T * T
+        for b in 0..<B {
+            for hd in 0..<NH {
+                let qh = la.q.ptr + b * T * C + hd * HS, kh = la.k.ptr + b * T * C + hd * HS
+                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: qh, lda: C, b: kh, ldb: C,
+                          c: la.probs.ptr + (b * NH + hd) * TT, ldc: T)
+            }
+        }
+        let probs = la.probs.ptr
+        parallelRows(B * NH * T, minChunk: 64) { lo, hi in
+            for r in lo..<hi { Kernels.softmaxRow(probs + r * T, T) }
+        }
+        var pUse = probs
+        let attnDropout = dropout != nil && c.attentionDropout > 0
+        if let rng = dropout, attnDropout {
+            Self.dropoutForward(la.probsDrop.ptr, mask: la.probsMask.ptr, probs, B * NH * TT, p: c.attentionDropout, rng: rng)
+            pUse = la.probsDrop.ptr
+        }
+        for b in 0..<B {
+            for hd in 0..<NH {
+                let vh = la.v.ptr + b * T * C + hd * HS
+                BLAS.gemm(m: T, n: HS, k: T, a: pUse + (b * NH + hd) * TT, lda: T, b: vh, ldb: C,
+                          c: la.ctx.ptr + b * T * C + hd * HS, ldc: C)
+            }
+        }
+        // BertSelfOutput
+        Kernels.linear(la.ao.ptr, la.ctx.ptr, ptr(W, p + "attention.output.dense.weight"), ptr(W, p + "attention.output.dense.bias"), n: BT, i: C, o: C)
+        if let rng = dropout, c.dropout > 0 {
+            Self.dropoutForward(la.ao.ptr, mask: la.aoMask.ptr, la.ao.ptr, BT * C, p: c.dropout, rng: rng)
+        }
+        let r1 = la.r1.ptr
+        for i in 0..<(BT * C) { r1[i] = la.ao.ptr[i] + input[i] }
+        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(W, p + "attention.output.LayerNorm.weight"),
+                          ptr(W, p + "attention.output.LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
+        // BertIntermediate + BertOutput
+        Kernels.linear(la.f1.ptr, la.a.ptr, ptr(W, p + "intermediate.dense.weight"), ptr(W, p + "intermediate.dense.bias"), n: BT, i: C, o: F)
+        Kernels.gelu(la.g.ptr, la.f1.ptr, BT * F)
+        Kernels.linear(la.f2.ptr, la.g.ptr, ptr(W, p + "output.dense.weight"), ptr(W, p + "output.dense.bias"), n: BT, i: F, o: C)
+        if let rng = dropout, c.dropout > 0 {
+            Self.dropoutForward(la.f2.ptr, mask: la.f2Mask.ptr, la.f2.ptr, BT * C, p: c.dropout, rng: rng)
+        }
+        let r2 = la.r2.ptr
+        for i in 0..<(BT * C) { r2[i] = la.f2.ptr[i] + la.a.ptr[i] }
+        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(W, p + "output.LayerNorm.weight"),
+                          ptr(W, p + "output.LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
+    }
+
+    /// out = inp·mask, mask ∈ {0, 1/(1−p)} drawn from `rng` (inverted dropout, as torch).
+    static func dropoutForward(_ out: P, mask: P, _ inp: CP, _ n: Int, p: Float, rng: UnsafeMutablePointer<SeededRandom>) {
+        let keep = 1 / (1 - p)
+        for i in 0..<n {
+            let m: Float = rng.pointee.uniform() < p ? 0 : keep
+            mask[i] = m
+            out[i] = inp[i] * m
+        }
+    }
+
+    // MARK: Backward
+
+    /// Backpropagates dout (B, T, D) through the last `forward` on `acts` (which must have kept
+    /// per-layer caches), accumulating parameter gradients into `grads` and the input gradient
+    /// into `dx` (B, T, D).
+    func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P) {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
+        let W = params, G = grads, s = acts.scratch
+        precondition(acts.keepsLayerCaches, "backward needs the per-layer caches")
+        // output_down_proj
+        let dh = s.dhA.ptr
+        dh.update(repeating: 0, count: BT * C)
+        let hLast = acts.lastInput
+        if c.hasProjections {
+            let dd1 = s.dC1.ptr
+            dd1.update(repeating: 0, count: BT * C)
+            Kernels.linearBackward(dinp: dd1, dw: ptr(G, "output_down_proj.2.weight"), db: ptr(G, "output_down_proj.2.bias"),
+                                   dout: dout, inp: acts.d1t.ptr, w: ptr(W, "output_down_proj.2.weight"), n: BT, i: C, o: D)
+            let t1 = acts.d1t.ptr
+            for i in 0..<(BT * C) { dd1[i] *= (1 - t1[i] * t1[i]) }
+            Kernels.linearBackward(dinp: dh, dw: ptr(G, "output_down_proj.0.weight"), db: ptr(G, "output_down_proj.0.bias"),
+                                   dout: dd1, inp: hLast, w: ptr(W, "output_down_proj.0.weight"), n: BT, i: C, o: C)
+        } else {
+            dh.update(from: dout, count: BT * C)
+        }
+        var dCur = s.dhA, dNext = s.dhB
+        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            let input: CP = l == 0 ? (c.dropout > 0 && acts.usedDropout ? CP(acts.h0d.ptr) : CP(acts.h0.ptr))
+                                   : CP(acts.layer(l - 1).out.ptr)
+            dNext.zero()
+            layerBackward(l, dout: dCur.ptr, dinp: dNext.ptr, input: input, la: acts.layer(l), acts: acts, grads: G)
+            swap(&dCur, &dNext)
+        }
+        // embedding LayerNorm (+ dropout)
+        let dh0 = dCur.ptr
+        if c.dropout > 0 && acts.usedDropout {
+            let m = acts.mask0.ptr
+            for i in 0..<(BT * C) { dh0[i] *= m[i] }
+        }
+        let dpre = s.dC1.ptr
+        dpre.update(repeating: 0, count: BT * C)
+        Kernels.layerNormBackward(dinp: dpre, dw: ptr(G, "LayerNorm.weight"), db: ptr(G, "LayerNorm.bias"), dout: dh0,
+                                  inp: acts.pre.ptr, w: ptr(W, "LayerNorm.weight"), mean: acts.m0.ptr, rstd: acts.s0.ptr, n: BT, c: C)
+        // position embeddings and emb_t
+        let dpos = ptr(G, "position_embeddings.weight")
+        let dembT = s.dEmbT.ptr
+        dembT.update(repeating: 0, count: B * C)
+        for b in 0..<B {
+            for t in 0..<T {
+                let row = dpre + (b * T + t) * C, pr = dpos + t * C, et = dembT + b * C
+                for j in 0..<C { pr[j] += row[j]; et[j] += row[j] }
+            }
+        }
+        // input_up_proj
+        if c.hasProjections {
+            let du1 = s.dC2.ptr
+            du1.update(repeating: 0, count: BT * C)
+            Kernels.linearBackward(dinp: du1, dw: ptr(G, "input_up_proj.2.weight"), db: ptr(G, "input_up_proj.2.bias"),
+                                   dout: dpre, inp: acts.u1t.ptr, w: ptr(W, "input_up_proj.2.weight"), n: BT, i: C, o: C)
+            let t1 = acts.u1t.ptr
+            for i in 0..<(BT * C) { du1[i] *= (1 - t1[i] * t1[i]) }
+            Kernels.linearBackward(dinp: dx, dw: ptr(G, "input_up_proj.0.weight"), db: ptr(G, "input_up_proj.0.bias"),
+                                   dout: du1, inp: x, w: ptr(W, "input_up_proj.0.weight"), n: BT, i: D, o: C)
+        } else {
+            for i in 0..<(BT * C) { dx[i] += dpre[i] }
+        }
+        // time_embed
+        let ds1 = s.dT1.ptr
+        ds1.update(repeating: 0, count: B * 4 * Dt)
+        Kernels.linearBackward(dinp: ds1, dw: ptr(G, "time_embed.2.weight"), db: ptr(G, "time_embed.2.bias"),
+                               dout: dembT, inp: acts.s1.ptr, w: ptr(W, "time_embed.2.weight"), n: B, i: 4 * Dt, o: C)
+        let dh1 = s.dT2.ptr
+        dh1.update(repeating: 0, count: B * 4 * Dt)
+        Kernels.siluBackward(dh1, ds1, acts.h1.ptr, B * 4 * Dt)
+        Kernels.linearBackward(dinp: nil, dw: ptr(G, "time_embed.0.weight"), db: ptr(G, "time_embed.0.bias"),
+                               dout: dh1, inp: acts.te.ptr, w: ptr(W, "time_embed.0.weight"), n: B, i: Dt, o: 4 * Dt)
+    }
+
+    private func layerBackward(_ l: Int, dout: P, dinp: P, input: CP, la: LayerActivations, acts: Activations, grads G: FloatBuffer) {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
+        let NH = c.heads, HS = c.headSize, TT = T * T
+        let W = params, p = "input_transformers.layer.\(l).", s = acts.scratch
+        let drop = acts.usedDropout && c.dropout > 0
+        // BertOutput LayerNorm
+        let dr2 = s.dC1.ptr
+        dr2.update(repeating: 0, count: BT * C)
+        Kernels.layerNormBackward(dinp: dr2, dw: ptr(G, p + "output.LayerNorm.weight"), db: ptr(G, p + "output.LayerNorm.bias"),
+                                  dout: dout, inp: la.r2.ptr, w: ptr(W, p + "output.LayerNorm.weight"), mean: la.m2.ptr, rstd: la.s2.ptr, n: BT, c: C)
+        let da = s.dC2.ptr
+        da.update(from: dr2, count: BT * C)
+        if drop { let m = la.f2Mask.ptr; for i in 0..<(BT * C) { dr2[i] *= m[i] } }
+        let dg = s.dF.ptr
+        dg.update(repeating: 0, count: BT * F)
+        Kernels.linearBackward(dinp: dg, dw: ptr(G, p + "output.dense.weight"), db: ptr(G, p + "output.dense.bias"),
+                               dout: dr2, inp: la.g.ptr, w: ptr(W, p + "output.dense.weight"), n: BT, i: F, o: C)
+        let df1 = s.dF2.ptr
+        df1.update(repeating: 0, count: BT * F)
+        Kernels.geluBackward(df1, dg, la.f1.ptr, BT * F)
+        Kernels.linearBackward(dinp: da, dw: ptr(G, p + "intermediate.dense.weight"), db: ptr(G, p + "intermediate.dense.bias"),
+                               dout: df1, inp: la.a.ptr, w: ptr(W, p + "intermediate.dense.weight"), n: BT, i: C, o: F)
+        // BertSelfOutput LayerNorm
+        let dr1 = s.dC3.ptr
+        dr1.update(repeating: 0, count: BT * C)
+        Kernels.layerNormBackward(dinp: dr1, dw: ptr(G, p + "attention.output.LayerNorm.weight"), db: ptr(G, p + "attention.output.LayerNorm.bias"),
+                                  dout: da, inp: la.r1.ptr, w: ptr(W, p + "attention.output.LayerNorm.weight"), mean: la.m1.ptr, rstd: la.s1.ptr, n: BT, c: C)
+        for i in 0..<(BT * C) { dinp[i] += dr1[i] }
+        if drop { let m = la.aoMask.ptr; for i in 0..<(BT * C) { dr1[i] *= m[i] } }
+        let dctx = s.dC2.ptr
+        dctx.update(repeating: 0, count: BT * C)
+        Kernels.linearBackward(dinp: dctx, dw: ptr(G, p + "attention.output.dense.weight"), db: ptr(G, p + "attention.output.dense.bias"),
+                               dout: dr1, inp: la.ctx.ptr, w: ptr(W, p + "attention.output.dense.weight"), n: BT, i: C, o: C)
+        // attention core
+        let dq = s.dQ.ptr, dk = s.dK.ptr, dv = s.dV.ptr
+        dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
+        let attnDrop = acts.usedDropout && c.attentionDropout > 0
+        let scale = 1 / Float(HS).squareRoot()
+        let dP = s.dP.ptr
+        for b in 0..<B {
+            for hd in 0..<NH {
+                let o = b * T * C + hd * HS
+                let probs = la.probs.ptr + (b * NH + hd) * TT
+                let pUse = attnDrop ? la.probsDrop.ptr + (b * NH + hd) * TT : probs
+                BLAS.gemm(transB: true, m: T, n: T, k: HS, a: dctx + o, lda: C, b: la.v.ptr + o, ldb: C, c: dP, ldc: T)
+                BLAS.gemm(transA: true, m: T, n: HS, k: T, a: pUse, lda: T, b: dctx + o, ldb: C, beta: 1, c: dv + o, ldc: C)
+                if attnDrop {
+                    let m = la.probsMask.ptr + (b * NH + hd) * TT
+                    for i in 0..<TT { dP[i] *= m[i] }
+                }
+                for r in 0..<T {
+                    let pr = probs + r * T, dr = dP + r * T
+                    var dot: Float = 0
+                    for j in 0..<T { dot += pr[j] * dr[j] }
+                    for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
+                }
+                BLAS.gemm(m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: la.k.ptr + o, ldb: C, beta: 1, c: dq + o, ldc: C)
+                BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: la.q.ptr + o, ldb: C, beta: 1, c: dk + o, ldc: C)
+            }
+        }
+        for (name, d) in [("query", dq), ("key", dk), ("value", dv)] {
+            let k = p + "attention.self." + name
+            Kernels.linearBackward(dinp: dinp, dw: ptr(G, k + ".weight"), db: ptr(G, k + ".bias"),
+                                   dout: d, inp: input, w: ptr(W, k + ".weight"), n: BT, i: C, o: C)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+/// An owned, fixed-size, 64-byte aligned Float buffer. Kernels take its raw pointer.
+///
+/// A class rather than `[Float]` so that hot loops work on one stable pointer with no
+/// copy-on-write or exclusivity checks; the memory is freed with the object.
+public final class FloatBuffer: @unchecked Sendable {
+    /// The storage (`count` Floats, zero-initialised).
+    public let ptr: UnsafeMutablePointer<Float>
+    /// Number of Floats.
+    public let count: Int
+
+    /// Allocates `count` zeros.
+    public init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+        ptr = raw.bindMemory(to: Float.self, capacity: max(1, count))
+        ptr.initialize(repeating: 0, count: max(1, count))
+    }
+
+    /// Allocates a copy of `values`.
+    public convenience init(_ values: [Float]) {
+        self.init(count: values.count)
+        values.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { ptr.update(from: base, count: values.count) }
+        }
+    }
+
+    deinit { ptr.deallocate() }
+
+    /// Sets every element to zero.
+    public func zero() { ptr.update(repeating: 0, count: count) }
+
+    /// A copy as an array.
+    public var array: [Float] { Array(UnsafeBufferPointer(start: ptr, count: count)) }
+
+    /// A copy of `range` as an array.
+    public func array(_ range: Range<Int>) -> [Float] {
+        Array(UnsafeBufferPointer(start: ptr + range.lowerBound, count: range.count))
+    }
+
+    /// A deep copy.
+    public func copy() -> FloatBuffer {
+        let c = FloatBuffer(count: count)
+        c.ptr.update(from: ptr, count: count)
+        return c
+    }
+}
