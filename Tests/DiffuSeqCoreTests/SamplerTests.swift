@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+@testable import DiffuSeqCore
+
+/// Fixture: make_fixtures.py — `p_sample10.*` (official p_sample_loop on the respaced 10-step
+/// process, clamping every step) and `ddim10.*` (official `--step 10` DDIM path), with the
+/// official noise injected.
+@Suite("Sampling trajectories vs the official code")
+struct SamplerTests {
+    func runTrajectory(_ kind: SamplerKind, prefix: String) throws -> (frames: [DiffusionFrame], result: SampleResult, g: Golden) {
+        let g = try Golden("golden.safetensors")
+        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
+        let initNoise = g.f32("sample.noise_init")
+        let stepNoise = g.f32("p_sample10.step_noise")
+        let n = 2 * 16 * 16
+        var frames: [DiffusionFrame] = []
+        let result = try sampler.run(
+            ids: ids, mask: mask, batch: 2, seeds: [1, 2],
+            options: SamplerOptions(kind: kind, steps: 10, decodeEveryStep: true),
+            noise: { step, out, count in
+                precondition(count == n)
+                let src = step < 0 ? initNoise : Array(stepNoise[(step * n)..<((step + 1) * n)])
+                out.update(from: src, count: n)
+            },
+            onFrame: { frames.append($0) })
+        return (frames, result, g)
+    }
+
+    func check(_ kind: SamplerKind, prefix: String) throws {
+        let (frames, result, g) = try runTrajectory(kind, prefix: prefix)
+        #expect(frames.count == 10)
+        let n = 512
+        let xs = g.f32(prefix + ".x"), rounded = g.i64(prefix + ".rounded_ids")
+        let decoded = g.i64(prefix + ".logits_argmax_ids"), ts = g.i64(prefix + ".t")
+        let tModel = g.f32(prefix + ".t_model")
+        for (k, f) in frames.enumerated() {
+            let (d, at) = maxAbsDiff(f.xt, Array(xs[(k * n)..<((k + 1) * n)]))
+            #expect(d <= 1e-4, "\(prefix) step \(k): x max |diff| \(d) at \(at)")
+            #expect(f.rounded.map(Int.init) == Array(rounded[(k * 32)..<((k + 1) * 32)]), "\(prefix) step \(k): rounded ids")
+            #expect(f.decoded.map(Int.init) == Array(decoded[(k * 32)..<((k + 1) * 32)]), "\(prefix) step \(k): decoded ids")
+            #expect(Float(f.t) * 20 == tModel[k], "\(prefix) step \(k): t \(f.t) vs t_model \(tModel[k]) (index \(ts[k]))")
+        }
+        let (d, at) = maxAbsDiff(result.sample, Array(xs[(10 * n)...]))
+        #expect(d <= 1e-4, "\(prefix) final x max |diff| \(d) at \(at)")
+        #expect(result.tokens.map(Int.init) == Array(decoded[(9 * 32)...]))
+    }
+
+    @Test("p_sample loop, respaced to 10 steps: x at every step ≤1e-4, ids exact")
+    func pSampleTrajectory() throws { try check(.ddpm, prefix: "p_sample10") }
+
+    @Test("official --step 10 DDIM path (off-by-gap quirk): x ≤1e-4, ids exact")
+    func ddimOfficialTrajectory() throws { try check(.ddimOfficial, prefix: "ddim10") }
+
+    @Test("same seed gives identical frames at any batch composition and thread count")
+    func deterministicSeeds() throws {
+        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        let g = try Golden("golden.safetensors")
+        let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
+        let o = SamplerOptions(kind: .ddpm, steps: 5, decodeEveryStep: true)
+        let saved = Kernels.workerCount
+        defer { Kernels.workerCount = saved }
+        Kernels.workerCount = 1
+        let a = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
+        Kernels.workerCount = 2
+        let b = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
+        #expect(a.sample == b.sample)
+        // Row 1 alone with seed 8 equals row 1 of the batch.
+        let c = try sampler.run(ids: Array(ids[16...]), mask: Array(mask[16...]), batch: 1, seeds: [8], options: o)
+        #expect(Array(a.sample[256...]) == c.sample)
+        let d = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 9], options: o)
+        #expect(Array(a.sample[256...]) != Array(d.sample[256...]))
+    }
+
+    @Test("a cancelled run stops early")
+    func cancellation() throws {
+        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        let g = try Golden("golden.safetensors")
+        var seen = 0
+        let r = try sampler.run(ids: g.i64("batch.input_ids"), mask: g.i64("batch.input_mask"), batch: 2, seeds: [1, 2],
+                                options: SamplerOptions(steps: 50), isCancelled: { seen >= 3 }, onFrame: { _ in seen += 1 })
+        #expect(r.cancelled)
+        #expect(seen == 3)
+    }
+}
+
+@Suite("Noise schedules")
+struct ScheduleTests {
+    func rel(_ a: Double, _ b: Double) -> Double { abs(a - b) / max(abs(b), 1e-300) }
+
+    @Test("sqrt schedule (50 steps) and its 10-step respacing equal the fixtures to 1e-6 relative")
+    func sqrtMatchesFixture() throws {
+        let g = try Golden("golden.safetensors")
+        let s = try NoiseSchedule(named: "sqrt", steps: 50)
+        let r = try s.respaced(steps: 10)
+        #expect(r.timestepMap == g.i64("schedule10.timestep_map"))
+        for (sched, prefix) in [(s, "schedule50"), (r, "schedule10")] {
+            let arrays: [(String, [Double])] = [
+                ("betas", sched.betas), ("alphas_cumprod", sched.alphasCumprod),
+                ("alphas_cumprod_prev", sched.alphasCumprodPrev), ("posterior_variance", sched.posteriorVariance),
+                ("posterior_log_variance_clipped", sched.posteriorLogVarianceClipped),
+                ("posterior_mean_coef1", sched.posteriorMeanCoef1), ("posterior_mean_coef2", sched.posteriorMeanCoef2),
+            ] + (prefix == "schedule50" ? [
+                ("alphas_cumprod_next", sched.alphasCumprodNext), ("sqrt_alphas_cumprod", sched.sqrtAlphasCumprod),
+                ("sqrt_one_minus_alphas_cumprod", sched.sqrtOneMinusAlphasCumprod),
+                ("log_one_minus_alphas_cumprod", sched.logOneMinusAlphasCumprod),
+                ("sqrt_recip_alphas_cumprod", sched.sqrtRecipAlphasCumprod),
+                ("sqrt_recipm1_alphas_cumprod", sched.sqrtRecipm1AlphasCumprod),
+            ] : [])
+            for (name, got) in arrays {
+                let want = g.f64(prefix + "." + name)
+                #expect(want.count == got.count, "\(prefix).\(name) count")
+                let worst = zip(got, want).map { rel($0, $1) }.max() ?? 0
+                #expect(worst <= 1e-6, "\(prefix).\(name): max relative diff \(worst)")
+            }
+        }
+    }
+
+    @Test("sqrt at T=2000 equals the spec's reference table (§2.2)")
+    func sqrtReferenceTable() throws {
+        let s = try NoiseSchedule(named: "sqrt", steps: 2000)
+        let v = s.fixedLargeVariance
+        let rows: [(Int, Double, Double, Double)] = [
+            (0, 0.0146413, 0.985359, 0.00556182), (1, 0.00888909, 0.9766, 0.00888909),
+            (10, 0.0036818, 0.934512, 0.0036818), (500, 0.000999501, 0.504445, 0.000999501),
+            (1000, 0.00120698, 0.295423, 0.00120698), (1998, 0.555611, 2.0204e-4, 0.555611),
+            (1999, 0.999, 2.0204e-7, 0.999),
+        ]
+        for (i, beta, ab, variance) in rows {
+            #expect(rel(s.betas[i], beta) < 1e-4, "beta[\(i)] \(s.betas[i])")
+            #expect(rel(s.alphasCumprod[i], ab) < 1e-4, "alphabar[\(i)] \(s.alphasCumprod[i])")
+            #expect(rel(v[i], variance) < 1e-4, "var[\(i)] \(v[i])")
+        }
+        #expect(rel(s.posteriorMeanCoef1[1], 0.37708) < 1e-4)
+        #expect(rel(s.posteriorMeanCoef2[500], 0.998482) < 1e-5)
+    }
+
+    @Test("linear, cosine, trunc_cos, trunc_lin, pw_lin follow the spec's formulas")
+    func otherSchedules() throws {
+        let T = 100
+        let lin = try NoiseSchedule.betas(named: "linear", steps: T)
+        #expect(abs(lin[0] - 0.001) < 1e-15 && abs(lin[T - 1] - 0.2) < 1e-15)
+        #expect(abs(lin[50] - (0.001 + 50 * (0.199 / 99))) < 1e-12)
+        let cosF = { (t: Double) in pow(cos((t + 0.008) / 1.008 * Double.pi / 2), 2) }
+        let cosB = try NoiseSchedule.betas(named: "cosine", steps: T)
+        #expect(abs(cosB[10] - (1 - cosF(0.11) / cosF(0.10))) < 1e-15)
+        #expect(cosB[T - 1] == 0.999)
+        let tc = try NoiseSchedule.betas(named: "trunc_cos", steps: T)
+        let tcF = { (t: Double) in pow(cos((t + 0.1) / 1.1 * Double.pi / 2), 2) }
+        #expect(abs(tc[0] - (1 - tcF(0))) < 1e-15)
+        #expect(abs(tc[5] - (1 - tcF(0.05) / tcF(0.04))) < 1e-15)
+        let tl = try NoiseSchedule.betas(named: "trunc_lin", steps: T)
+        #expect(abs(tl[0] - 0.011) < 1e-15 && abs(tl[T - 1] - 0.21) < 1e-15)
+        let pw = try NoiseSchedule.betas(named: "pw_lin", steps: T)
+        #expect(pw.count == T)
+        #expect(abs(pw[0] - 0.011) < 1e-15 && abs(pw[9] - 0.001) < 1e-15 && abs(pw[10] - 0.001) < 1e-15 && abs(pw[T - 1] - 0.2) < 1e-15)
+        #expect(throws: EngineError.self) { try NoiseSchedule.betas(named: "nope", steps: T) }
+    }
+
+    @Test("space_timesteps: sections, ddimN, errors")
+    func spaceTimesteps() throws {
+        #expect(try NoiseSchedule.spaceTimesteps(50, "10") == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49])
+        #expect(try NoiseSchedule.spaceTimesteps(2000, "ddim100") == Array(stride(from: 0, to: 2000, by: 20)))
+        #expect(try NoiseSchedule.spaceTimesteps(10, "3,2") == [0, 2, 4, 5, 9])
+        #expect(throws: EngineError.self) { try NoiseSchedule.spaceTimesteps(10, "20") }
+        #expect(throws: EngineError.self) { try NoiseSchedule.spaceTimesteps(10, "abc") }
+    }
+}
