@@ -1,0 +1,197 @@
+import Foundation
+
+/// Which MSE the loss uses.
+public enum LossVariant: String, Sendable, Codable, CaseIterable {
+    /// Official code: MSE over every position (source, target and padding), spec §3.1.
+    case official
+    /// The paper's Eq. 2: MSE over the target part (mask = 1) only.
+    case targetOnly = "target-only"
+}
+
+/// Per-example loss terms of `training_losses_seq2seq` (spec §3.1).
+public struct LossTerms: Sendable, Equatable {
+    /// mean((x_start − x̂₀)²), or against the clean embedding when t = 0.
+    public var mse: [Float]
+    /// CE of lm_head(x_start) over all positions (the rounding term).
+    public var decoderNLL: [Float]
+    /// mean((√ᾱ_{T−1}·x_start)²).
+    public var tT: [Float]
+    /// mse + decoder_nll + tT.
+    public var loss: [Float]
+    /// Masked CE of lm_head(x̂₀) over target positions: logged only, never optimised.
+    public var nll: [Float]
+}
+
+/// Which terms a backward pass differentiates (all three for training; one at a time in tests).
+struct LossObjective: OptionSet {
+    let rawValue: Int
+    static let mse = LossObjective(rawValue: 1), decoderNLL = LossObjective(rawValue: 2), tT = LossObjective(rawValue: 4)
+    static let all: LossObjective = [.mse, .decoderNLL, .tT]
+}
+
+/// The official seq2seq training loss and its exact gradient.
+final class DiffusionLoss {
+    let model: TransformerNetModel
+    let schedule: NoiseSchedule
+    let variant: LossVariant
+    private let chunkRows = 256
+
+    init(model: TransformerNetModel, schedule: NoiseSchedule, variant: LossVariant = .official) {
+        self.model = model; self.schedule = schedule; self.variant = variant
+    }
+
+    /// Computes the loss terms for a batch and, when `grads` is given, accumulates
+    /// d mean_b(weight_b·objective_b) / dθ into it.
+    ///
+    /// - Parameters:
+    ///   - ids, mask: (B, T).  - t: (B) timestep indices.  - noiseXStart, noiseQ: (B, T, D) the two
+    ///     Gaussian draws (`_get_x_start` and `q_sample`).  - weights: (B) importance weights.
+    func compute(ids: [Int], mask: [Int], t: [Int], noiseXStart: CP, noiseQ: CP, weights: [Float],
+                 acts: Activations, grads: FloatBuffer?, objective: LossObjective = .all,
+                 dropout: UnsafeMutablePointer<SeededRandom>?, computeNLL: Bool = true) -> LossTerms {
+        let c = model.config, B = acts.B, T = acts.T, D = c.hiddenDim, V = c.vocabSize
+        let n = B * T * D, TD = Float(T * D)
+        let E = model.ptr(model.params, "word_embedding.weight"), bias = model.ptr(model.params, "lm_head.bias")
+        let xMean = FloatBuffer(count: n), xStart = FloatBuffer(count: n), xt = FloatBuffer(count: n)
+        for r in 0..<(B * T) { (xMean.ptr + r * D).update(from: E + ids[r] * D, count: D) }
+        let std0 = Float(schedule.sqrtOneMinusAlphasCumprod[0])
+        for i in 0..<n { xStart.ptr[i] = xMean.ptr[i] + std0 * noiseXStart[i] }
+        for b in 0..<B {
+            let sa = Float(schedule.sqrtAlphasCumprod[t[b]]), so = Float(schedule.sqrtOneMinusAlphasCumprod[t[b]])
+            for s in 0..<T {
+                let r = b * T + s
+                for j in 0..<D {
+                    let i = r * D + j
+                    xt.ptr[i] = mask[r] == 0 ? xStart.ptr[i] : sa * xStart.ptr[i] + so * noiseQ[i]
+                }
+            }
+        }
+        let scaleT = Float(1000.0 / Double(schedule.count))
+        let tModel = t.map { c.rescaleTimesteps ? Float($0) * scaleT : Float($0) }
+        acts.usedDropout = dropout != nil
+        let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: dropout)
+        var terms = LossTerms(mse: [], decoderNLL: [], tT: [], loss: [], nll: [])
+        // mse (and its gradient wrt the output and the target)
+        let dout = FloatBuffer(count: grads != nil ? n : 0)
+        let dxStart = FloatBuffer(count: grads != nil ? n : 0)
+        let cT = Float(schedule.sqrtAlphasCumprod[schedule.count - 1])
+        for b in 0..<B {
+            let s = weights[b] / Float(B)
+            let target = t[b] == 0 ? xMean.ptr : xStart.ptr
+            var sum: Float = 0, count = 0
+            for p in 0..<T where variant == .official || mask[b * T + p] == 1 {
+                count += 1
+                for j in 0..<D {
+                    let i = (b * T + p) * D + j
+                    let d = target[i] - out[i]
+                    sum += d * d
+                    if grads != nil && objective.contains(.mse) {
+                        // d/dout and d/dtarget of mean_flat((target − out)²)
+                        dout.ptr[i] = -2 * d * s
+                        dxStart.ptr[i] += 2 * d * s
+                    }
+                }
+            }
+            let denom = variant == .official ? TD : Float(max(1, count) * D)
+            if grads != nil && objective.contains(.mse) {
+                let f = TD / denom  // rescale the TD-normalised gradient for the target-only mean
+                for p in 0..<T {
+                    for j in 0..<D {
+                        let i = (b * T + p) * D + j
+                        dout.ptr[i] *= f / TD; dxStart.ptr[i] *= f / TD
+                    }
+                }
+            }
+            terms.mse.append(sum / denom)
+            // tT
+            var tt: Float = 0
+            for i in (b * T * D)..<((b + 1) * T * D) {
+                let m = cT * xStart.ptr[i]
+                tt += m * m
+                if grads != nil && objective.contains(.tT) { dxStart.ptr[i] += s * 2 * cT * m / TD }
+            }
+            terms.tT.append(tt / TD)
+        }
+        // decoder_nll: CE(lm_head(x_start), ids), mean over positions; nll: masked CE of lm_head(x̂₀)
+        var dnll = [Float](repeating: 0, count: B)
+        var nll = [Float](repeating: 0, count: B)
+        let rows = B * T
+        let logits = FloatBuffer(count: min(rows, chunkRows) * V)
+        var start = 0
+        while start < rows {
+            let nr = min(chunkRows, rows - start)
+            // decoder_nll on x_start
+            Kernels.linear(logits.ptr, xStart.ptr + start * D, E, bias, n: nr, i: D, o: V)
+            let wantGrad = grads != nil && objective.contains(.decoderNLL)
+            var rowLoss = [Float](repeating: 0, count: nr)
+            rowLoss.withUnsafeMutableBufferPointer { rl in
+                parallelRows(nr, minChunk: 8) { lo, hi in
+                    for r in lo..<hi {
+                        let row = logits.ptr + r * V
+                        let id = ids[start + r]
+                        var m = -Float.infinity
+                        for k in 0..<V { m = max(m, row[k]) }
+                        var sum: Float = 0
+                        for k in 0..<V { let e = Kernels.fexp(row[k] - m); row[k] = e; sum += e }
+                        rl[r] = Foundation.log(sum) - Foundation.log(row[id])
+                        if wantGrad {
+                            let b = (start + r) / T
+                            let s = weights[b] / Float(B) / Float(T)
+                            let inv = 1 / sum
+                            for k in 0..<V { row[k] *= inv * s }
+                            row[id] -= s
+                        }
+                    }
+                }
+            }
+            for r in 0..<nr { dnll[(start + r) / T] += rowLoss[r] }
+            if wantGrad, let g = grads {
+                let dE = model.ptr(g, "word_embedding.weight"), db = model.ptr(g, "lm_head.bias")
+                BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dxStart.ptr + start * D, ldc: D)
+                BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: xStart.ptr + start * D, ldb: D, beta: 1, c: dE, ldc: D)
+                for r in 0..<nr { let row = logits.ptr + r * V; for k in 0..<V { db[k] += row[k] } }
+            }
+            if computeNLL {
+                Kernels.linear(logits.ptr, out + start * D, E, bias, n: nr, i: D, o: V)
+                for r in 0..<nr where mask[start + r] == 1 {
+                    let row = logits.ptr + r * V
+                    var m = -Float.infinity
+                    for k in 0..<V { m = max(m, row[k]) }
+                    var sum: Float = 0
+                    for k in 0..<V { sum += Kernels.fexp(row[k] - m) }
+                    nll[(start + r) / T] += Foundation.log(sum) + m - row[ids[start + r]]
+                }
+            }
+            start += nr
+        }
+        for b in 0..<B {
+            let dn = dnll[b] / Float(T)
+            terms.decoderNLL.append(dn)
+            terms.loss.append(terms.mse[b] + dn + terms.tT[b])
+            let cnt = mask[(b * T)..<((b + 1) * T)].reduce(0, +)
+            terms.nll.append(cnt > 0 ? nll[b] / Float(cnt) : 0)
+        }
+        guard let g = grads else { return terms }
+        // backward through the network: dx_t
+        let dxt = FloatBuffer(count: n)
+        if objective.contains(.mse) {
+            model.backward(dout: dout.ptr, x: xt.ptr, acts: acts, grads: g, dx: dxt.ptr)
+        }
+        // x_t → x_start (q_sample and the source anchoring)
+        for b in 0..<B {
+            let sa = Float(schedule.sqrtAlphasCumprod[t[b]])
+            for s in 0..<T {
+                let r = b * T + s
+                let f: Float = mask[r] == 0 ? 1 : sa
+                for j in 0..<D { dxStart.ptr[r * D + j] += f * dxt.ptr[r * D + j] }
+            }
+        }
+        // x_start = x_start_mean + const → scatter into the embedding rows
+        let dE = model.ptr(g, "word_embedding.weight")
+        for r in 0..<(B * T) {
+            let row = dE + ids[r] * D, src = dxStart.ptr + r * D
+            for j in 0..<D { row[j] += src[j] }
+        }
+        return terms
+    }
+}

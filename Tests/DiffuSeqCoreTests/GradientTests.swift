@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+@testable import DiffuSeqCore
+
+/// Fixture: make_fixtures_extra.py — `grads.safetensors` (gradient of the official loss and of each
+/// term wrt every parameter; tiny model, eval mode, t = [0, 37], injected noise).
+@Suite("Loss and gradients vs the official code")
+struct GradientTests {
+    func run(_ objective: LossObjective) throws -> (LossTerms, TransformerNetModel, FloatBuffer) {
+        let g = try Golden("golden.safetensors")
+        let m = try loadTinyModel()
+        let loss = DiffusionLoss(model: m, schedule: try NoiseSchedule(named: "sqrt", steps: 50))
+        let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
+        let grads = FloatBuffer(count: m.layout.totalCount)
+        let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")
+        let terms = n1.withUnsafeBufferPointer { a in
+            n2.withUnsafeBufferPointer { b in
+                loss.compute(ids: g.i64("batch.input_ids"), mask: g.i64("batch.input_mask"), t: g.i64("loss.t"),
+                             noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: [1, 1], acts: acts,
+                             grads: grads, objective: objective, dropout: nil)
+            }
+        }
+        return (terms, m, grads)
+    }
+
+    @Test("loss terms equal golden loss.* (1e-5)")
+    func lossTerms() throws {
+        let g = try Golden("golden.safetensors")
+        let (t, _, _) = try run(.all)
+        for (name, got) in [("mse", t.mse), ("decoder_nll", t.decoderNLL), ("tT", t.tT), ("loss", t.loss), ("nll", t.nll)] {
+            let (d, _) = maxAbsDiff(got, g.f32("loss." + name))
+            #expect(d <= 1e-5, "loss.\(name): \(got) vs \(g.f32("loss." + name))")
+        }
+    }
+
+    @Test("gradient of the loss and of each term matches grads.safetensors for every parameter",
+          arguments: [("grad", 7), ("grad_mse", 1), ("grad_decoder_nll", 2), ("grad_tT", 4)])
+    func gradients(prefix: String, objectiveRaw: Int) throws {
+        let gg = try Golden("grads.safetensors")
+        let (_, m, grads) = try run(LossObjective(rawValue: objectiveRaw))
+        var checked = 0
+        for e in m.layout.entries {
+            let want = gg.f32(prefix + "." + e.key)
+            #expect(want.count == e.count, "\(prefix).\(e.key) missing or wrong size")
+            let got = grads.array(e.range)
+            let scale = max(want.map { abs($0) }.max() ?? 0, 1e-12)
+            let (d, at) = maxAbsDiff(got, want)
+            // Attention key biases are exactly zero in exact arithmetic: compare absolutely.
+            let ok = e.key.hasSuffix("key.bias") ? d <= 1e-8 : d <= 1e-4 * scale
+            #expect(ok, "\(prefix).\(e.key): max |diff| \(d) at \(at), largest |g| \(scale)")
+            checked += 1
+        }
+        #expect(checked == 49)
+    }
+}
