@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "DiffuSeqTUI", dependencies: ["DiffuSeqCore"], swiftSettings: optimise),
         // MARK: - Executable
         .executableTarget(name: "DiffuSeqCLI",
-                          dependencies: ["DiffuSeqCore", "DiffuSeqTUI", "CNCurses", argumentParser]),
+                          dependencies: ["DiffuSeqCore", "DiffuSeqResources", "DiffuSeqTUI", "CNCurses", argumentParser]),
         // MARK: - Tests
         .testTarget(name: "DiffuSeqCoreTests", dependencies: ["DiffuSeqCore"],
                     resources: [.copy("Fixtures")]),

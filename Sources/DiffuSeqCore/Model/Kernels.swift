@@ -18,6 +18,9 @@ func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
     }
 }
 
+/// Sets the number of threads the Swift kernels use (BLAS threads are set separately).
+public func setKernelThreads(_ n: Int) { Kernels.workerCount = max(1, n) }
+
 enum Kernels {
     /// Threads used by the Swift kernels (BLAS has its own count).
     nonisolated(unsafe) static var workerCount = max(1, ProcessInfo.processInfo.activeProcessorCount)

@@ -1,0 +1,128 @@
+#include "CNCurses.h"
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t cn_stop = 0;
+static volatile sig_atomic_t cn_active = 0;
+
+attr_t cn_a_normal(void) { return A_NORMAL; }
+attr_t cn_a_bold(void) { return A_BOLD; }
+attr_t cn_a_dim(void) { return A_DIM; }
+attr_t cn_a_reverse(void) { return A_REVERSE; }
+attr_t cn_a_underline(void) { return A_UNDERLINE; }
+attr_t cn_color_pair(int n) { return COLOR_PAIR(n); }
+WINDOW *cn_stdscr(void) { return stdscr; }
+void cn_getmaxyx(int *rows, int *cols) {
+    int r = 0, c = 0;
+    if (stdscr) { getmaxyx(stdscr, r, c); }
+    *rows = r; *cols = c;
+}
+
+int cn_setup(int enable_mouse) {
+    setlocale(LC_ALL, "");
+    if (getenv("ESCDELAY") == NULL) { set_escdelay(25); }
+    if (initscr() == NULL) { return -1; }
+    cn_active = 1;
+    cbreak();
+    noecho();
+    nonl();
+    keypad(stdscr, TRUE);
+    intrflush(stdscr, FALSE);
+    curs_set(0);
+    if (has_colors()) {
+        start_color();
+        use_default_colors();
+    }
+    if (enable_mouse) {
+        mousemask(BUTTON1_PRESSED | BUTTON1_CLICKED, NULL);
+        mouseinterval(0);
+    }
+    return 0;
+}
+
+void cn_teardown(void) {
+    if (cn_active) {
+        cn_active = 0;
+        curs_set(1);
+        endwin();
+        fflush(stdout);
+    }
+}
+
+int cn_colors(void) { return has_colors() ? COLORS : 0; }
+int cn_init_pair(short pair, short fg, short bg) { return init_pair(pair, fg, bg); }
+
+int cn_read_key(int timeout_ms, unsigned int *code, int *x, int *y) {
+    wint_t ch = 0;
+    timeout(timeout_ms);
+    int r = get_wch(&ch);
+    *code = 0; *x = 0; *y = 0;
+    if (r == ERR) { return CN_EVENT_NONE; }
+    if (r == KEY_CODE_YES) {
+        switch (ch) {
+        case KEY_RESIZE: return CN_EVENT_RESIZE;
+        case KEY_MOUSE: {
+            MEVENT ev;
+            if (getmouse(&ev) == OK && (ev.bstate & (BUTTON1_PRESSED | BUTTON1_CLICKED))) {
+                *x = ev.x; *y = ev.y;
+                return CN_EVENT_MOUSE;
+            }
+            return CN_EVENT_NONE;
+        }
+        case KEY_UP: *code = CN_KEY_UP; break;
+        case KEY_DOWN: *code = CN_KEY_DOWN; break;
+        case KEY_LEFT: *code = CN_KEY_LEFT; break;
+        case KEY_RIGHT: *code = CN_KEY_RIGHT; break;
+        case KEY_HOME: *code = CN_KEY_HOME; break;
+        case KEY_END: *code = CN_KEY_END; break;
+        case KEY_BACKSPACE: *code = CN_KEY_BACKSPACE; break;
+        case KEY_DC: *code = CN_KEY_DELETE; break;
+        case KEY_ENTER: *code = CN_KEY_ENTER; break;
+        case KEY_BTAB: *code = CN_KEY_BTAB; break;
+        case KEY_PPAGE: *code = CN_KEY_PPAGE; break;
+        case KEY_NPAGE: *code = CN_KEY_NPAGE; break;
+        default: *code = CN_KEY_OTHER; break;
+        }
+        return CN_EVENT_KEY;
+    }
+    *code = (unsigned int)ch;
+    return CN_EVENT_CHAR;
+}
+
+void cn_draw_cell(int y, int x, const char *utf8, attr_t attrs, short pair) {
+    attrset(attrs | COLOR_PAIR(pair));
+    mvaddstr(y, x, utf8);
+}
+
+void cn_clear(void) { clearok(stdscr, TRUE); erase(); }
+void cn_refresh(void) { refresh(); }
+
+static void cn_on_stop(int sig) { cn_stop = sig; }
+
+static void cn_on_crash(int sig) {
+    cn_teardown();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void cn_install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cn_on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    struct sigaction cr;
+    memset(&cr, 0, sizeof cr);
+    cr.sa_handler = cn_on_crash;
+    sigemptyset(&cr.sa_mask);
+    cr.sa_flags = SA_RESETHAND;
+    int crashes[] = { SIGSEGV, SIGILL, SIGTRAP, SIGBUS, SIGABRT, SIGFPE };
+    for (unsigned i = 0; i < sizeof crashes / sizeof crashes[0]; i++) { sigaction(crashes[i], &cr, NULL); }
+    atexit(cn_teardown);
+}
+
+int cn_stop_signal(void) { return cn_stop; }

@@ -1,0 +1,51 @@
+import DiffuSeqCore
+
+/// A prepared input in the official layout `[CLS] src [SEP] [SEP] [CLS] trg [SEP] [PAD]…`.
+public struct PreparedInput: Sendable, Equatable {
+    /// (T) token ids; the target part is what gets generated.
+    public var ids: [Int]
+    /// (T) 0 on the source part, 1 on target and padding.
+    public var mask: [Int]
+    /// len_x = T − sum(mask).
+    public var sourceLength: Int
+    /// Decoded reference (dataset examples), if any.
+    public var reference: String?
+
+    /// Creates a prepared input.
+    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?) {
+        self.ids = ids
+        self.mask = mask
+        self.sourceLength = sourceLength
+        self.reference = reference
+    }
+}
+
+/// What the explorer needs from the engine. Implementations must be thread-safe: `sample` runs on a background thread.
+public protocol ExplorerBackend: AnyObject, Sendable {
+    /// The model's display name, e.g. "built-in kjv2modern (6×256, V 8,174)".
+    var modelName: String { get }
+    /// T the model was trained with.
+    var diffusionSteps: Int { get }
+    /// Sequence length (positions per row).
+    var seqLen: Int { get }
+    /// Id of `[PAD]`.
+    var padID: Int { get }
+    /// The vocabulary piece of one id: "[PAD]", "##ing", "lord".
+    func token(_ id: Int) -> String
+    /// Official decode_token (strip trailing PAD, join pieces, clean-up).
+    func decode(_ ids: [Int]) -> String
+    /// Tokenises a source sentence into the official layout; throws with a readable message.
+    func prepare(source: String, reference: String?) throws -> PreparedInput
+    /// Runs a whole reverse diffusion synchronously on the calling thread, one batch row per seed
+    /// (frame.batch == seeds.count, row b = seeds[b]); calls onFrame for each step as soon as it is computed;
+    /// returns early (without throwing) when isCancelled() becomes true.
+    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
+                isCancelled: @escaping @Sendable () -> Bool,
+                onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
+    /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.
+    func neighbours(of vector: [Float], k: Int) -> [Neighbour]
+    /// Official sentence BLEU of hypothesis vs reference (NLTK method4), on whitespace tokens.
+    func bleu(hypothesis: String, reference: String) -> Double
+    /// Diversity among sentences: self-BLEU, div-4 and the MBR pick's index.
+    func diversity(_ sentences: [String]) -> (selfBLEU: Double, div4: Double, mbrIndex: Int)
+}

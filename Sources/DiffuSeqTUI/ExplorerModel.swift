@@ -1,0 +1,315 @@
+import DiffuSeqCore
+
+/// How the explorer starts: the source sentence, its reference (for dataset examples) and the run settings.
+public struct ExplorerConfig: Sendable {
+    /// The source sentence sampled first.
+    public var source: String
+    /// The reference paraphrase when the source is a dataset example; BLEU is shown against it.
+    public var reference: String?
+    /// Seeds sampled side by side (the first visible one is the primary seed). 1–9 seeds.
+    public var seeds: [UInt64]
+    /// The reverse process.
+    public var sampler: SamplerKind
+    /// Number of sampling steps (capped at the model's T).
+    public var steps: Int
+    /// How many nearest vocabulary embeddings the inspector lists.
+    public var neighbourCount: Int
+    /// Steps advanced per second while playing (the stride adapts so a run plays in about `playSeconds`).
+    public var playSeconds: Double
+
+    /// Creates a configuration.
+    public init(source: String, reference: String? = nil, seeds: [UInt64] = [42], sampler: SamplerKind = .ddim,
+                steps: Int = 200, neighbourCount: Int = 8, playSeconds: Double = 5) {
+        self.source = source
+        self.reference = reference
+        self.seeds = seeds.isEmpty ? [42] : Array(seeds.prefix(9))
+        self.sampler = sampler
+        self.steps = max(1, steps)
+        self.neighbourCount = max(1, neighbourCount)
+        self.playSeconds = playSeconds
+    }
+}
+
+/// The state of the background sampling run.
+public enum RunState: Equatable, Sendable {
+    /// Nothing has run yet.
+    case idle
+    /// Frames are arriving.
+    case sampling
+    /// The run finished.
+    case done
+    /// The run was cancelled before it finished.
+    case cancelled
+    /// The run (or preparing its input) failed with this message.
+    case failed(String)
+}
+
+/// What has keyboard focus.
+public enum ExplorerMode: Equatable, Sendable {
+    /// Stepping through the run.
+    case normal
+    /// The seed panel has focus (`1`–`9`, `+`, `-`).
+    case seeds
+    /// The source sentence is being edited.
+    case editing
+    /// The help overlay is open.
+    case help
+}
+
+/// One seed of the seed panel.
+public struct SeedSlot: Equatable, Sendable {
+    /// The seed value.
+    public var seed: UInt64
+    /// Whether its sentence is shown (and counts for diversity).
+    public var visible: Bool
+    /// Creates a slot.
+    public init(seed: UInt64, visible: Bool = true) {
+        self.seed = seed
+        self.visible = visible
+    }
+}
+
+/// A request to sample, emitted as `ExplorerEffect.startRun`.
+public struct RunRequest: Equatable, Sendable {
+    /// Run id; frames and completions carry it back so stale runs are ignored.
+    public var id: Int
+    /// The prepared input.
+    public var input: PreparedInput
+    /// One batch row per seed.
+    public var seeds: [UInt64]
+    /// The reverse process.
+    public var sampler: SamplerKind
+    /// Number of steps.
+    public var steps: Int
+}
+
+/// Side effects `update` asks the run loop to perform.
+public enum ExplorerEffect: Equatable, Sendable {
+    /// Start sampling in the background (after cancelling any run in flight).
+    case startRun(RunRequest)
+    /// Cancel the run in flight, if any.
+    case cancelRun
+    /// Leave the explorer (the run loop restores the terminal).
+    case quit
+}
+
+/// Everything that can happen to the explorer.
+public enum ExplorerMessage: Sendable {
+    /// The explorer opened: prepare the configured source and start the first run.
+    case start
+    /// A key was pressed.
+    case key(Key)
+    /// A mouse click at a cell.
+    case mouse(x: Int, y: Int)
+    /// A play tick (sent periodically while `wantsTicks`).
+    case tick
+    /// The terminal was resized.
+    case resize(width: Int, height: Int)
+    /// A frame of run `runID` was computed.
+    case frame(runID: Int, DiffusionFrame)
+    /// Run `runID` finished.
+    case runFinished(runID: Int)
+    /// Run `runID` stopped because it was cancelled.
+    case runCancelled(runID: Int)
+    /// Run `runID` failed.
+    case runFailed(runID: Int, message: String)
+}
+
+/// Cache key for nearest neighbours.
+public struct NeighbourKey: Hashable, Sendable {
+    /// Frame index.
+    public var step: Int
+    /// Sequence position.
+    public var position: Int
+    /// Batch row.
+    public var row: Int
+}
+
+/// Diversity among the visible seeds at the last step.
+public struct DiversityStats: Equatable, Sendable {
+    /// The batch rows compared, in seed-panel order.
+    public var rows: [Int]
+    /// Self-BLEU (lower is more diverse).
+    public var selfBLEU: Double
+    /// Distinct 4-grams ratio.
+    public var div4: Double
+    /// Batch row of the MBR pick.
+    public var mbrRow: Int
+}
+
+/// The explorer's whole state (Elm-style model). Derived caches are refreshed by `update`, so `view` stays pure.
+public struct ExplorerModel {
+    /// The engine.
+    public let backend: any ExplorerBackend
+    /// The starting configuration (its source is what "reference" belongs to).
+    public let config: ExplorerConfig
+    /// Terminal size.
+    public var width: Int, height: Int
+    /// The current source sentence.
+    public var source: String
+    /// The reference, while the source is still the dataset example's.
+    public var reference: String?
+    /// The prepared input of the current run.
+    public var input: PreparedInput?
+    /// Seed panel.
+    public var seeds: [SeedSlot]
+    /// Selected sampler and step count (used by the next run).
+    public var sampler: SamplerKind
+    /// Selected number of steps.
+    public var steps: Int
+    /// Inspector size.
+    public var neighbourCount: Int
+    /// Keyboard focus.
+    public var mode: ExplorerMode = .normal
+    /// The mode to return to when help closes.
+    public var modeBeforeHelp: ExplorerMode = .normal
+    /// Edit buffer (graphemes) and cursor while editing.
+    public var editText: [Character] = []
+    /// Cursor position in `editText`.
+    public var editCursor: Int = 0
+    /// Current run id.
+    public var runID: Int = 0
+    /// Seeds, sampler and steps of the current run.
+    public var runSeeds: [UInt64] = []
+    /// Sampler of the current run.
+    public var runSampler: SamplerKind
+    /// Step count of the current run.
+    public var runSteps: Int = 0
+    /// Run state.
+    public var runState: RunState = .idle
+    /// Frames received so far (x_t dropped after its norms are taken, to save memory).
+    public var frames: [DiffusionFrame] = []
+    /// Per frame, (B·T) ‖x_t‖ and ‖x̂₀‖.
+    public var xtNorms: [[Float]] = []
+    /// Per frame, (B·T) ‖x̂₀‖.
+    public var x0Norms: [[Float]] = []
+    /// Per frame, (B·T) the frame index at which each rounded token last changed.
+    public var lastChange: [[Int32]] = []
+    /// Per frame, per row, how many target tokens changed from the previous frame.
+    public var changeCounts: [[Int]] = []
+    /// Per frame, per row, whether the decoded target part changed from the previous frame.
+    public var outputChanged: [[Bool]] = []
+    /// The frame shown.
+    public var step: Int = 0
+    /// Whether the view follows new frames of a live run.
+    public var follow: Bool = true
+    /// Whether playing.
+    public var playing: Bool = false
+    /// Fractional play position (ticks advance it).
+    public var playStride: Int = 1
+    /// Selected sequence position (absolute index, in the target part).
+    public var selected: Int = 0
+    /// A transient message for the status line.
+    public var notice: String?
+    /// Lazily computed neighbours.
+    public var neighbourCache: [NeighbourKey: [Neighbour]] = [:]
+    /// Decoded sentences per frame, per row.
+    public var sentenceCache: [Int: [String]] = [:]
+    /// BLEU against the reference per (frame, row).
+    public var bleuCache: [NeighbourKey: Double] = [:]
+    /// Diversity at the last step for the visible seeds.
+    public var diversity: DiversityStats?
+    /// Whether `quit` was requested.
+    public var quitRequested = false
+
+    /// Creates the model for a backend and configuration in a terminal of `width`×`height`.
+    public init(backend: any ExplorerBackend, config: ExplorerConfig, width: Int = 80, height: Int = 24) {
+        self.backend = backend
+        self.config = config
+        self.width = width
+        self.height = height
+        source = config.source
+        reference = config.reference
+        seeds = config.seeds.map { SeedSlot(seed: $0) }
+        sampler = config.sampler
+        runSampler = config.sampler
+        steps = min(config.steps, max(1, backend.diffusionSteps))
+        neighbourCount = config.neighbourCount
+    }
+
+    /// Sequence length T.
+    public var seqLen: Int { backend.seqLen }
+    /// Length of the source part of the current input.
+    public var sourceLength: Int { input?.sourceLength ?? 0 }
+    /// The target positions (what the model generates).
+    public var targetRange: Range<Int> {
+        let lo = min(max(0, sourceLength), seqLen)
+        return lo..<max(lo, seqLen)
+    }
+    /// The frame shown, if any.
+    public var currentFrame: DiffusionFrame? { frames.indices.contains(step) ? frames[step] : nil }
+    /// Number of steps of the current run (expected, even before all frames arrived).
+    public var expectedCount: Int { max(frames.last?.count ?? runSteps, frames.count) }
+    /// Whether the run loop should send ticks.
+    public var wantsTicks: Bool { playing }
+
+    /// Batch row of a seed in the current run.
+    public func row(ofSeed seed: UInt64) -> Int? { runSeeds.firstIndex(of: seed) }
+
+    /// The batch row shown in the tokens and inspector panels: the first visible seed's.
+    public var primaryRow: Int {
+        for slot in seeds where slot.visible {
+            if let r = row(ofSeed: slot.seed) { return r }
+        }
+        return 0
+    }
+
+    /// The primary seed value.
+    public var primarySeed: UInt64? {
+        runSeeds.indices.contains(primaryRow) ? runSeeds[primaryRow] : seeds.first?.seed
+    }
+
+    /// Batch rows of the visible seeds, in seed-panel order.
+    public var visibleRows: [Int] {
+        seeds.filter(\.visible).compactMap { row(ofSeed: $0.seed) }
+    }
+
+    /// Step counts offered by `<`/`>`: 10, 20, 50 … 2000 capped at T (T itself included).
+    public var stepChoices: [Int] {
+        let t = max(1, backend.diffusionSteps)
+        var c = [10, 20, 50, 100, 200, 500, 1000, 2000].filter { $0 < t }
+        c.append(t)
+        return c
+    }
+
+    /// The frame index where the decoded output of the primary row stopped changing, if it has.
+    public var outputSettledAt: Int? {
+        guard !frames.isEmpty else { return nil }
+        let r = primaryRow
+        var last = 0
+        for i in outputChanged.indices where outputChanged[i].indices.contains(r) && outputChanged[i][r] { last = i }
+        return last
+    }
+
+    /// The decoded target sentence of row `row` at frame `step` (from the cache when present).
+    public func sentence(step: Int, row: Int) -> String {
+        if let s = sentenceCache[step], s.indices.contains(row) { return s[row] }
+        return computeSentence(step: step, row: row)
+    }
+
+    func computeSentence(step: Int, row: Int) -> String {
+        guard frames.indices.contains(step) else { return "" }
+        let f = frames[step]
+        let t = f.seqLen
+        guard row < f.batch, f.decoded.count >= (row + 1) * t else { return "" }
+        let lo = row * t + min(sourceLength, t)
+        let ids = f.decoded[lo..<(row + 1) * t].map { Int($0) }
+        return backend.decode(ids)
+    }
+
+    /// The rounded token id at `position` of `row` at the current step.
+    public func roundedID(position: Int, row: Int? = nil) -> Int? {
+        guard let f = currentFrame else { return input.map { $0.ids.indices.contains(position) ? $0.ids[position] : backend.padID } }
+        let r = row ?? primaryRow
+        let i = r * f.seqLen + position
+        guard position < f.seqLen, r < f.batch, f.rounded.indices.contains(i) else { return nil }
+        return Int(f.rounded[i])
+    }
+
+    /// The D-vector of `array` (x̂₀ or x_t) at (row, position) of a frame.
+    public static func vector(_ array: [Float], frame f: DiffusionFrame, row: Int, position: Int) -> [Float] {
+        let lo = (row * f.seqLen + position) * f.dim
+        guard lo >= 0, lo + f.dim <= array.count else { return [] }
+        return Array(array[lo..<lo + f.dim])
+    }
+}

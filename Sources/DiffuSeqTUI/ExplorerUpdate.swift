@@ -1,0 +1,338 @@
+import DiffuSeqCore
+
+/// The explorer's transition function: applies one message to the model and returns the effects to run.
+public func update(_ m: inout ExplorerModel, _ msg: ExplorerMessage) -> [ExplorerEffect] {
+    var effects: [ExplorerEffect] = []
+    switch msg {
+    case .start:
+        effects += m.prepareAndRun(source: m.source)
+    case .key(let key):
+        effects += m.handleKey(key)
+    case .mouse(let x, let y):
+        m.handleClick(x: x, y: y)
+    case .tick:
+        m.advancePlay()
+    case .resize(let w, let h):
+        m.width = max(0, w)
+        m.height = max(0, h)
+    case .frame(let id, let frame):
+        if id == m.runID { m.receive(frame) }
+    case .runFinished(let id):
+        if id == m.runID {
+            m.runState = .done
+            if m.follow { m.step = max(0, m.frames.count - 1) }
+        }
+    case .runCancelled(let id):
+        if id == m.runID { m.runState = .cancelled }
+    case .runFailed(let id, let message):
+        if id == m.runID {
+            m.runState = .failed(message)
+            m.playing = false
+        }
+    }
+    m.refreshDerived()
+    return effects
+}
+
+extension ExplorerModel {
+    /// Prepares `source` and starts a run; on a tokenizer error the state shows it.
+    mutating func prepareAndRun(source text: String) -> [ExplorerEffect] {
+        let ref = text == config.source ? config.reference : nil
+        do {
+            let prepared = try backend.prepare(source: text, reference: ref)
+            source = text
+            reference = prepared.reference ?? ref
+            input = prepared
+            if !targetRange.contains(selected) { selected = targetRange.lowerBound }
+            return startRun()
+        } catch {
+            notice = "cannot prepare the source: \(error)"
+            runState = .failed("\(error)")
+            return []
+        }
+    }
+
+    /// Cancels what is in flight and starts a new run with the current input, seeds, sampler and steps.
+    mutating func startRun() -> [ExplorerEffect] {
+        guard let input else { return [] }
+        runID += 1
+        runSeeds = seeds.map(\.seed)
+        runSampler = sampler
+        runSteps = steps
+        runState = .sampling
+        frames = []
+        xtNorms = []
+        x0Norms = []
+        lastChange = []
+        changeCounts = []
+        outputChanged = []
+        step = 0
+        follow = true
+        playing = false
+        neighbourCache = [:]
+        sentenceCache = [:]
+        bleuCache = [:]
+        diversity = nil
+        return [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps))]
+    }
+
+    /// Stores a new frame and its derived per-step statistics.
+    mutating func receive(_ frame: DiffusionFrame) {
+        var f = frame
+        let n = f.batch * f.seqLen
+        func norms(_ a: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: n)
+            guard f.dim > 0, a.count >= n * f.dim else { return out }
+            for i in 0..<n {
+                var s: Float = 0
+                for d in 0..<f.dim { let v = a[i * f.dim + d]; s += v * v }
+                out[i] = s.squareRoot()
+            }
+            return out
+        }
+        xtNorms.append(norms(f.xt))
+        x0Norms.append(norms(f.x0))
+        f.xt = []
+        let idx = frames.count
+        var lc = [Int32](repeating: Int32(idx), count: n)
+        var counts = [Int](repeating: 0, count: f.batch)
+        var outChanged = [Bool](repeating: true, count: f.batch)
+        let lo = min(sourceLength, f.seqLen)
+        if let prev = frames.last, prev.batch == f.batch, prev.seqLen == f.seqLen,
+           prev.rounded.count >= n, f.rounded.count >= n, let prevLC = lastChange.last {
+            for b in 0..<f.batch {
+                var c = 0
+                var changed = false
+                for p in 0..<f.seqLen {
+                    let i = b * f.seqLen + p
+                    if prev.rounded[i] == f.rounded[i] { lc[i] = prevLC[i] } else if p >= lo { c += 1 }
+                    if p >= lo, prev.decoded.count > i, f.decoded.count > i, prev.decoded[i] != f.decoded[i] { changed = true }
+                }
+                counts[b] = c
+                outChanged[b] = changed
+            }
+        } else {
+            for b in 0..<f.batch { counts[b] = f.seqLen - lo }
+        }
+        frames.append(f)
+        lastChange.append(lc)
+        changeCounts.append(counts)
+        outputChanged.append(outChanged)
+        if follow && !playing { step = frames.count - 1 }
+    }
+
+    /// Moves to frame `s` (clamped); leaves follow mode unless it is the last frame of a live run.
+    mutating func go(to s: Int) {
+        let last = max(0, frames.count - 1)
+        step = min(max(0, s), last)
+        follow = false
+    }
+
+    /// One play tick.
+    mutating func advancePlay() {
+        guard playing else { return }
+        let stride = max(1, expectedCount / max(1, Int(config.playSeconds * 30)))
+        let last = max(0, frames.count - 1)
+        step = min(step + stride, last)
+        follow = false
+        if step >= last && runState != .sampling { playing = false }
+    }
+
+    mutating func handleKey(_ key: Key) -> [ExplorerEffect] {
+        notice = nil
+        switch mode {
+        case .help:
+            mode = modeBeforeHelp
+            if key == .char("q") || key == .ctrlC { return perform(.quit) }
+            return []
+        case .editing:
+            return handleEditKey(key)
+        case .seeds:
+            if key == .ctrlC { return perform(.quit) }
+            if let a = explorerAction(for: key, in: .seeds) {
+                if a == .toggleSeed, case .char(let c) = key, let n = c.wholeNumberValue { toggleSeed(n); return [] }
+                return perform(a)
+            }
+            return []
+        case .normal:
+            if let a = explorerAction(for: key, in: .global) { return perform(a) }
+            if case .char(let c) = key, c.wholeNumberValue != nil || c == "+" || c == "-" {
+                notice = "press s to focus the seed panel first"
+            }
+            return []
+        }
+    }
+
+    /// Performs a key-table action.
+    mutating func perform(_ action: ExplorerAction) -> [ExplorerEffect] {
+        switch action {
+        case .playPause:
+            if playing {
+                playing = false
+            } else {
+                if step >= frames.count - 1 && runState != .sampling { step = 0 }
+                playing = !frames.isEmpty
+                follow = false
+            }
+        case .stepBack: playing = false; go(to: step - 1)
+        case .stepForward: playing = false; go(to: step + 1)
+        case .back10: playing = false; go(to: step - 10)
+        case .forward10: playing = false; go(to: step + 10)
+        case .first: playing = false; go(to: 0)
+        case .last:
+            playing = false
+            go(to: frames.count - 1)
+            follow = true
+        case .selectPrevious, .selectNext:
+            let r = targetRange
+            guard !r.isEmpty else { break }
+            var s = r.contains(selected) ? selected : r.lowerBound
+            if action == .selectNext { s = s + 1 >= r.upperBound ? r.lowerBound : s + 1 } else { s = s - 1 < r.lowerBound ? r.upperBound - 1 : s - 1 }
+            selected = s
+        case .edit:
+            mode = .editing
+            playing = false
+            editText = Array(source)
+            editCursor = editText.count
+        case .seedFocus:
+            mode = mode == .seeds ? .normal : .seeds
+        case .toggleSeed:
+            break
+        case .addSeed:
+            guard seeds.count < 9 else { notice = "at most 9 seeds"; break }
+            var next = (seeds.map(\.seed).max() ?? 0) &+ 1
+            while seeds.contains(where: { $0.seed == next }) { next &+= 1 }
+            seeds.append(SeedSlot(seed: next))
+            return startRun()
+        case .removeSeed:
+            guard seeds.count > 1 else { notice = "at least one seed is needed"; break }
+            seeds.removeLast()
+            if !seeds.contains(where: \.visible), !seeds.isEmpty { seeds[0].visible = true }
+            diversity = nil
+        case .cycleSampler:
+            let order: [SamplerKind] = [.ddpm, .ddim, .dpmSolver, .ddimOfficial]
+            let i = order.firstIndex(of: sampler) ?? 0
+            sampler = order[(i + 1) % order.count]
+            return startRun()
+        case .fewerSteps, .moreSteps:
+            let choices = stepChoices
+            let next = action == .fewerSteps ? choices.last(where: { $0 < steps }) : choices.first(where: { $0 > steps })
+            guard let next, next != steps else {
+                notice = action == .fewerSteps ? "fewest steps already" : "at most T = \(backend.diffusionSteps) steps"
+                break
+            }
+            steps = next
+            return startRun()
+        case .help:
+            modeBeforeHelp = mode
+            mode = .help
+        case .quit:
+            quitRequested = true
+            playing = false
+            return [.cancelRun, .quit]
+        }
+        return []
+    }
+
+    /// Shows or hides seed `n` (1-based); at least one seed stays visible.
+    mutating func toggleSeed(_ n: Int) {
+        guard n >= 1, n <= seeds.count else { notice = "no seed \(n) (add one with +)"; return }
+        if seeds[n - 1].visible && seeds.filter(\.visible).count == 1 {
+            notice = "at least one seed stays visible"
+            return
+        }
+        seeds[n - 1].visible.toggle()
+        diversity = nil
+    }
+
+    mutating func handleEditKey(_ key: Key) -> [ExplorerEffect] {
+        switch key {
+        case .escape:
+            mode = .normal
+        case .ctrlC:
+            return perform(.quit)
+        case .enter:
+            let text = String(editText)
+            if text.trimmingSpaces.isEmpty { notice = "the source is empty"; return [] }
+            let effects = prepareAndRun(source: text)
+            if !effects.isEmpty { mode = .normal }
+            return effects
+        case .left: editCursor = max(0, editCursor - 1)
+        case .right: editCursor = min(editText.count, editCursor + 1)
+        case .home: editCursor = 0
+        case .end: editCursor = editText.count
+        case .backspace:
+            if editCursor > 0 { editText.remove(at: editCursor - 1); editCursor -= 1 }
+        case .delete:
+            if editCursor < editText.count { editText.remove(at: editCursor) }
+        case .char(let c):
+            if editText.count < 1000 {
+                editText.insert(c, at: min(editCursor, editText.count))
+                editCursor += 1
+            }
+        default:
+            break
+        }
+        return []
+    }
+
+    mutating func handleClick(x: Int, y: Int) {
+        guard mode != .help, mode != .editing else { return }
+        let layout = ExplorerLayout(self)
+        if let r = layout.scrubber, y == r.y, x >= r.x, x < r.maxX, r.width > 1 {
+            let s = TimelineScale(count: expectedCount, columns: r.width).frame(atColumn: x - r.x)
+            playing = false
+            go(to: s)
+            return
+        }
+        if let r = layout.tokenGrid {
+            for t in tokenPlacements(self, in: r) where t.y == y && x >= t.x && x < t.x + t.width {
+                if targetRange.contains(t.position) { selected = t.position }
+                return
+            }
+        }
+        if let r = layout.seeds, y > r.y, y < r.maxY {
+            let n = y - r.y
+            if n >= 1 && n <= seeds.count { toggleSeed(n) }
+        }
+    }
+
+    /// Fills the lazy caches the view needs for the current step.
+    mutating func refreshDerived() {
+        guard frames.indices.contains(step) else { return }
+        let f = frames[step]
+        if sentenceCache[step] == nil {
+            sentenceCache[step] = (0..<f.batch).map { computeSentence(step: step, row: $0) }
+        }
+        let row = primaryRow
+        if targetRange.contains(selected), row < f.batch {
+            let key = NeighbourKey(step: step, position: selected, row: row)
+            if neighbourCache[key] == nil {
+                let v = ExplorerModel.vector(f.x0, frame: f, row: row, position: selected)
+                if !v.isEmpty { neighbourCache[key] = backend.neighbours(of: v, k: neighbourCount) }
+            }
+        }
+        if let reference, !reference.isEmpty {
+            let key = NeighbourKey(step: step, position: -1, row: row)
+            if bleuCache[key] == nil {
+                bleuCache[key] = backend.bleu(hypothesis: sentence(step: step, row: row), reference: reference)
+            }
+        }
+        let rows = visibleRows
+        if step == frames.count - 1, runState == .done, rows.count >= 2, diversity?.rows != rows {
+            let sentences = rows.map { sentence(step: step, row: $0) }
+            let d = backend.diversity(sentences)
+            let pick = rows.indices.contains(d.mbrIndex) ? rows[d.mbrIndex] : rows[0]
+            diversity = DiversityStats(rows: rows, selfBLEU: d.selfBLEU, div4: d.div4, mbrRow: pick)
+        }
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first?.isWhitespace == true { s = s.dropFirst() }
+        while s.last?.isWhitespace == true { s = s.dropLast() }
+        return String(s)
+    }
+}

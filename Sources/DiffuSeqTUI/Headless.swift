@@ -1,0 +1,173 @@
+import DiffuSeqCore
+
+/// One step of a key script.
+public enum ScriptStep: Sendable {
+    /// A message for `update` (keys, ticks, clicks, resizes).
+    case message(ExplorerMessage)
+}
+
+/// A key script that could not be parsed.
+public struct KeyScriptError: Error, CustomStringConvertible, Equatable {
+    /// What was wrong.
+    public var description: String
+}
+
+/// Parses a key script: comma-separated items, each one of
+/// - a key name: `space`, `left`, `right`, `up`, `down`, `home`, `end`, `tab`, `backtab`, `enter`, `esc`,
+///   `backspace`, `delete`, `pgup`, `pgdn`, `ctrl-c`, `comma` (a literal `,`);
+/// - a single character, typed as is: `q`, `[`, `]`, `?`, `1`, `+`, `<`…;
+/// - `text:SOME WORDS` — types the characters (a `\,` inside is a comma, `\\` a backslash);
+/// - `tick` or `tick:N` — N play ticks; `click:X:Y` — a mouse click at column X, row Y (0-based);
+/// - `resize:WxH` — the terminal is resized.
+/// Example: `"space,tick:20,space,right,right,[,tab,e,text:Thou shalt,enter,s,2,q"`.
+public func parseKeyScript(_ script: String) throws -> [ScriptStep] {
+    var items: [String] = []
+    var cur = ""
+    var escaped = false
+    for ch in script {
+        if escaped { cur.append(ch); escaped = false; continue }
+        if ch == "\\" { escaped = true; continue }
+        if ch == "," { items.append(cur); cur = ""; continue }
+        cur.append(ch)
+    }
+    if escaped { cur.append("\\") }
+    items.append(cur)
+    var steps: [ScriptStep] = []
+    for raw in items {
+        if raw.isEmpty { continue }
+        let lower = raw.lowercased()
+        if lower.hasPrefix("text:") {
+            for ch in raw.dropFirst(5) { steps.append(.message(.key(.char(ch)))) }
+            continue
+        }
+        if lower.hasPrefix("tick") {
+            let n = lower == "tick" ? 1 : Int(lower.dropFirst(5)) ?? -1
+            guard n >= 0, lower == "tick" || lower.hasPrefix("tick:") else { throw KeyScriptError(description: "bad tick item '\(raw)' (tick or tick:N)") }
+            steps += Array(repeating: .message(.tick), count: n)
+            continue
+        }
+        if lower.hasPrefix("click:") {
+            let parts = lower.dropFirst(6).split(separator: ":").compactMap { Int($0) }
+            guard parts.count == 2 else { throw KeyScriptError(description: "bad click item '\(raw)' (click:X:Y)") }
+            steps.append(.message(.mouse(x: parts[0], y: parts[1])))
+            continue
+        }
+        if lower.hasPrefix("resize:") {
+            let parts = lower.dropFirst(7).split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2 else { throw KeyScriptError(description: "bad resize item '\(raw)' (resize:WxH)") }
+            steps.append(.message(.resize(width: parts[0], height: parts[1])))
+            continue
+        }
+        let named: [String: Key] = [
+            "space": .char(" "), "left": .left, "right": .right, "up": .up, "down": .down, "home": .home, "end": .end,
+            "tab": .tab, "backtab": .backTab, "enter": .enter, "return": .enter, "esc": .escape, "escape": .escape,
+            "backspace": .backspace, "bksp": .backspace, "delete": .delete, "del": .delete, "pgup": .pageUp,
+            "pgdn": .pageDown, "ctrl-c": .ctrlC, "comma": .char(","),
+        ]
+        if let k = named[lower] { steps.append(.message(.key(k))); continue }
+        if raw.count == 1, let c = raw.first { steps.append(.message(.key(.char(c)))); continue }
+        throw KeyScriptError(description: "unknown key '\(raw)' in the key script")
+    }
+    return steps
+}
+
+/// Collects frames from a synchronous `sample` call.
+final class FrameCollector: @unchecked Sendable {
+    var frames: [DiffusionFrame] = []
+}
+
+/// Drives the model synchronously: `.startRun` samples on the calling thread and applies every frame at once.
+public struct HeadlessExplorer {
+    /// The model.
+    public var model: ExplorerModel
+    /// Whether a `.quit` effect was seen.
+    public private(set) var quit = false
+
+    /// Creates the driver and starts the first run.
+    public init(backend: any ExplorerBackend, config: ExplorerConfig, size: (Int, Int)) {
+        model = ExplorerModel(backend: backend, config: config, width: size.0, height: size.1)
+        send(.start)
+    }
+
+    /// Applies a message and performs its effects synchronously.
+    public mutating func send(_ msg: ExplorerMessage) {
+        let effects = update(&model, msg)
+        for e in effects {
+            switch e {
+            case .cancelRun:
+                break
+            case .quit:
+                quit = true
+            case .startRun(let r):
+                let box = FrameCollector()
+                do {
+                    try model.backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
+                                             isCancelled: { false }, onFrame: { box.frames.append($0) })
+                    for f in box.frames { _ = update(&model, .frame(runID: r.id, f)) }
+                    _ = update(&model, .runFinished(runID: r.id))
+                } catch {
+                    for f in box.frames { _ = update(&model, .frame(runID: r.id, f)) }
+                    _ = update(&model, .runFailed(runID: r.id, message: "\(error)"))
+                }
+            }
+        }
+    }
+}
+
+/// Runs the explorer headlessly: samples synchronously (frames applied immediately), feeds the key script
+/// (see `parseKeyScript` for its syntax; processing stops at `q`) and returns the final screen as text,
+/// one line per row, trailing spaces trimmed. This is what `diffuseq explore --render WxH --keys "…"` prints.
+public func renderHeadless(backend: any ExplorerBackend, config: ExplorerConfig, size: (Int, Int), keys: String) throws -> String {
+    var h = HeadlessExplorer(backend: backend, config: config, size: size)
+    let steps = try parseKeyScript(keys)
+    var last = view(h.model)
+    for s in steps {
+        switch s {
+        case .message(let msg):
+            h.send(msg)
+        }
+        if h.quit { break }
+        last = view(h.model)
+    }
+    return last.text
+}
+
+/// Timing of key → redraw (update + view + diff), in milliseconds.
+public struct RedrawBenchmark: Sendable, CustomStringConvertible {
+    /// Number of redraws timed.
+    public var iterations: Int
+    /// Mean, 95th percentile and worst time in ms.
+    public var meanMs: Double, p95Ms: Double, maxMs: Double
+    /// Average number of changed cell runs per redraw.
+    public var meanRuns: Double
+    /// One-line summary.
+    public var description: String {
+        "key→redraw over \(iterations) keys: mean \(Fmt.fixed(meanMs, 3)) ms, p95 \(Fmt.fixed(p95Ms, 3)) ms, max \(Fmt.fixed(maxMs, 3)) ms (\(Fmt.fixed(meanRuns, 1)) runs/redraw)"
+    }
+}
+
+/// Measures key → redraw time at `size` for a run of `steps` steps over `seeds` seeds on `backend`
+/// (sampled once, synchronously, before timing). Keys cycle through stepping, ±10, selection and play.
+public func benchmarkRedraw(backend: any ExplorerBackend, source: String, size: (Int, Int) = (120, 40),
+                            seeds: [UInt64] = [1, 2, 3, 4], steps: Int = 200, iterations: Int = 400) -> RedrawBenchmark {
+    var h = HeadlessExplorer(backend: backend, config: ExplorerConfig(source: source, seeds: seeds, steps: steps), size: size)
+    let keys: [Key] = [.left, .left, .down, .char("["), .up, .right, .tab, .char("]"), .home, .end, .left, .down]
+    var prev = view(h.model)
+    var times: [Double] = []
+    var runs = 0
+    let clock = ContinuousClock()
+    for i in 0..<max(1, iterations) {
+        let k = keys[i % keys.count]
+        let start = clock.now
+        h.send(.key(k))
+        let next = view(h.model)
+        runs += next.diff(from: prev).count
+        prev = next
+        let d = clock.now - start
+        times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+    }
+    let sorted = times.sorted()
+    let p95 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
+    return RedrawBenchmark(iterations: times.count, meanMs: times.reduce(0, +) / Double(times.count), p95Ms: p95,
+                           maxMs: sorted.last ?? 0, meanRuns: Double(runs) / Double(times.count))
+}

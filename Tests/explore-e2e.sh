@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# End-to-end test of the interactive explorer in a real terminal (tmux).
+#
+#   Tests/explore-e2e.sh BINARY [ARGS...]
+#     e.g. Tests/explore-e2e.sh .build/debug/diffuseq explore
+#          Tests/explore-e2e.sh .build/debug/DiffuSeqCLI --delay-ms 5
+#
+# Starts BINARY ARGS in a 100×30 tmux session from an interactive shell, then plays, pauses, steps, scrubs,
+# selects a position, edits the source and re-runs, toggles a seed, opens help, resizes (60×20, 30×8, back),
+# quits with q and checks that the terminal is restored (stty state unchanged, prompt visible), then starts it
+# again and stops it with Ctrl-C. Screens are saved to $E2E_OUT (default: a temp dir). Exits non-zero on failure.
+set -u
+if [ $# -lt 1 ]; then echo "usage: $0 BINARY [ARGS...]" >&2; exit 2; fi
+command -v tmux >/dev/null || { echo "tmux is required" >&2; exit 2; }
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1"); shift
+ARGS="$*"
+OUT=${E2E_OUT:-$(mktemp -d /tmp/explore-e2e.XXXXXX)}
+mkdir -p "$OUT"
+S="explore-e2e-$$"
+FAILS=0
+STEP=0
+cleanup() { tmux kill-session -t "$S" 2>/dev/null; }
+trap cleanup EXIT
+
+screen() { tmux capture-pane -p -t "$S"; }
+save() { STEP=$((STEP + 1)); screen > "$OUT/$(printf %02d $STEP)-$1.txt"; }
+fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); screen | sed 's/^/  | /'; }
+ok() { echo "ok: $*"; }
+# wait_for REGEX [SECONDS]: poll the screen until it matches.
+wait_for() {
+    local re=$1 t=${2:-20} i=0
+    while [ $i -lt $((t * 10)) ]; do
+        if screen | grep -Eq -- "$re"; then return 0; fi
+        sleep 0.1; i=$((i + 1))
+    done
+    return 1
+}
+expect_screen() { # NAME REGEX [SECONDS]
+    if wait_for "$2" "${3:-10}"; then ok "$1"; else fail "$1: no /$2/ on screen"; fi
+    save "$1"
+}
+keys() { tmux send-keys -t "$S" "$@"; sleep 0.3; }
+step_of() { screen | grep -Eo 'step [0-9]+/[0-9]+' | head -1 | sed -E 's/step ([0-9]+)\/.*/\1/'; }
+
+tmux new-session -d -s "$S" -x 100 -y 30 "env PS1='e2e\$ ' bash --norc --noprofile"
+tmux set-option -t "$S" -g default-terminal "xterm-256color" >/dev/null 2>&1
+sleep 0.5
+keys "stty -g > '$OUT/stty.before'; '$BIN' $ARGS; echo EXPLORE_EXIT=\$?; stty -g > '$OUT/stty.after'" Enter
+
+expect_screen start "DiffuSeq explorer" 30
+expect_screen first-run-done "✓ done" 120
+screen | grep -q "Timeline" && screen | grep -q "Tokens" && ok "panels drawn" || fail "panels missing"
+
+keys Home
+expect_screen first-step "step 1/"
+keys Space
+sleep 1
+save playing
+S1=$(step_of)
+keys Space
+sleep 0.3
+S2=$(step_of); sleep 0.5; S3=$(step_of)
+if [ "${S1:-1}" -gt 1 ] && [ "$S2" = "$S3" ]; then ok "play advanced to $S1, pause held at $S2"; else fail "play/pause (steps $S1 $S2 $S3)"; fi
+save paused
+
+keys Home Right Right
+expect_screen step-forward "step 3/"
+keys ']'
+expect_screen ten-forward "step 13/"
+keys '['
+expect_screen ten-back "step 3/"
+keys End
+STEP_END=$(step_of)
+[ -n "$STEP_END" ] && ok "end at step $STEP_END" || fail "end"
+
+P1=$(screen | grep -Eo 'Position [0-9]+' | head -1)
+keys Down Down
+P2=$(screen | grep -Eo 'Position [0-9]+' | head -1)
+if [ -n "$P1" ] && [ "$P1" != "$P2" ]; then ok "selection moved ($P1 → $P2)"; else fail "selection ($P1 → $P2)"; fi
+save select
+
+keys e
+expect_screen editing "Enter run"
+keys End
+tmux send-keys -t "$S" -l " ye"
+sleep 0.3
+keys Enter
+expect_screen rerun-source "Source .* ye" 10
+expect_screen rerun-done "✓ done" 120
+
+keys s
+expect_screen seed-focus "1–9 toggle"
+keys 2
+expect_screen seed-toggled "○ "
+keys Escape
+
+keys '?'
+expect_screen help "Help"
+keys x
+if wait_for "Help" 1; then fail "help did not close"; else ok "help closed"; fi
+
+tmux resize-window -t "$S" -x 60 -y 20
+sleep 0.8
+save resized-60x20
+W=$(screen | LC_ALL=C.UTF-8 wc -L)
+if screen | grep -q "DiffuSeq explorer" && [ "${W:-999}" -le 60 ]; then ok "resized to 60×20"; else fail "resize 60×20 (width $W)"; fi
+tmux resize-window -t "$S" -x 30 -y 8
+expect_screen too-small "too small"
+tmux resize-window -t "$S" -x 100 -y 30
+expect_screen resized-back "Timeline"
+
+keys q
+expect_screen quit "EXPLORE_EXIT=0" 10
+sleep 0.5
+if cmp -s "$OUT/stty.before" "$OUT/stty.after"; then ok "terminal modes restored"; else fail "stty differs after quit"; fi
+if screen | grep -q 'e2e\$'; then ok "prompt visible"; else fail "no prompt after quit"; fi
+tput -T xterm-256color cnorm >/dev/null 2>&1 || true
+
+# Ctrl-C also restores the terminal.
+keys "clear; '$BIN' $ARGS; echo EXPLORE_EXIT=\$?; stty -g > '$OUT/stty.after2'" Enter
+expect_screen restart "DiffuSeq explorer" 30
+keys C-c
+expect_screen ctrl-c "EXPLORE_EXIT=130" 10
+sleep 0.3
+if cmp -s "$OUT/stty.before" "$OUT/stty.after2"; then ok "terminal modes restored after Ctrl-C"; else fail "stty differs after Ctrl-C"; fi
+
+echo "screens saved in $OUT"
+if [ $FAILS -gt 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi
+echo "all explore e2e checks passed"
