@@ -30,7 +30,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(name: "DiffuSeqCoreTests", dependencies: ["DiffuSeqCore"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "DiffuSeqTUITests", dependencies: ["DiffuSeqTUI", "DiffuSeqCore"]),
+        .testTarget(name: "DiffuSeqTUITests", dependencies: ["DiffuSeqTUI", "DiffuSeqCore"], exclude: ["__Snapshots__"]),
         .testTarget(name: "DiffuSeqCLITests", dependencies: ["DiffuSeqCore"]),
     ],
     swiftLanguageModes: [.v5]

@@ -71,6 +71,15 @@ public struct DiffusionFrame: Sendable {
     public var rounded: [Int32]
     /// (B, T) rounding margin: squared distance to the 2nd-nearest embedding minus the nearest.
     public var margin: [Float]
-    /// (B, T) argmax of lm_head(x_{t−1}), the official read-out applied to this step's result.
+    /// (B, T) argmax of lm_head(x_{t−1}), the official read-out applied to this step's result
+    /// (empty unless requested for every step, except on the last frame).
     public var decoded: [Int32]
+
+    /// Creates a frame.
+    public init(index: Int, count: Int, t: Int, diffusionSteps: Int, noise: NoiseLevel, batch: Int, seqLen: Int,
+                dim: Int, xt: [Float], x0: [Float], rounded: [Int32], margin: [Float], decoded: [Int32]) {
+        self.index = index; self.count = count; self.t = t; self.diffusionSteps = diffusionSteps; self.noise = noise
+        self.batch = batch; self.seqLen = seqLen; self.dim = dim; self.xt = xt; self.x0 = x0
+        self.rounded = rounded; self.margin = margin; self.decoded = decoded
+    }
 }

@@ -1,0 +1,194 @@
+import Foundation
+
+/// Training hyper-parameters (official `TrainLoop` flags and ours).
+public struct TrainingOptions: Codable, Sendable, Equatable {
+    /// Peak learning rate (official `--lr`).
+    public var lr: Double = 3e-4
+    /// Examples per step (official `--bsz`, per process).
+    public var batchSize: Int = 64
+    /// Examples per forward/backward chunk; gradients of the chunks are summed (official).
+    public var microbatch: Int = 64
+    /// Total optimisation steps; the learning rate decays linearly to 0 over them (`--learning_steps`).
+    public var steps: Int = 2000
+    /// Linear warm-up steps (0 = none, as official).
+    public var warmup: Int = 0
+    /// Save a checkpoint every N steps (and at the end).
+    public var saveInterval: Int = 500
+    /// EMA rates; the first one is written as the sampling weights.
+    public var emaRates: [Float] = [0.9999]
+    /// Seed of the initialisation, data order, timesteps, noise and dropout.
+    public var seed: UInt64 = 102
+    /// AdamW weight decay.
+    public var weightDecay: Float = 0
+    /// Gradient clipping max L2 norm (≤ 0 = off, official default).
+    public var clip: Double = -1
+    /// Timestep sampler.
+    public var scheduleSampler: TimestepSampler.Kind = .lossaware
+    /// The MSE region.
+    public var loss: LossVariant = .official
+    /// Keep this many checkpoints (older ones are removed).
+    public var keepCheckpoints: Int = 3
+
+    /// Default options.
+    public init() {}
+
+    /// Checks the values; throws naming the bad flag.
+    public func validate() throws {
+        func need(_ ok: Bool, _ m: String) throws { if !ok { throw EngineError.invalidConfig(m) } }
+        try need(lr > 0 && lr.isFinite, "--lr must be positive")
+        try need(batchSize >= 1, "--batch-size must be at least 1")
+        try need(microbatch >= 1 && microbatch <= batchSize, "--microbatch must be in 1...batch-size (\(batchSize))")
+        try need(steps >= 1, "--steps must be at least 1")
+        try need(warmup >= 0, "--warmup must be ≥ 0")
+        try need(saveInterval >= 1, "--save-interval must be at least 1")
+        try need(!emaRates.isEmpty && emaRates.allSatisfy { $0 >= 0 && $0 < 1 }, "--ema-rate values must be in [0, 1)")
+        try need(weightDecay >= 0, "--weight-decay must be ≥ 0")
+    }
+
+    /// lr at (0-based) step k: official linear decay, optionally with linear warm-up.
+    public func learningRate(at k: Int) -> Double {
+        let decay = 1 - Double(k) / Double(steps)
+        let warm = warmup > 0 ? min(1, Double(k + 1) / Double(warmup)) : 1
+        return lr * decay * warm
+    }
+}
+
+/// What one training step did.
+public struct StepReport: Sendable, Codable {
+    public var step: Int
+    public var loss: Double, mse: Double, decoderNLL: Double, tT: Double, nll: Double
+    public var lr: Double
+    public var gradNorm: Double
+    public var seconds: Double
+    public var tokens: Int
+}
+
+/// Injected randomness for one microbatch (tests): timesteps, weights and the two noises.
+struct MicrobatchDraw {
+    var t: [Int]
+    var weights: [Float]
+    var noiseXStart: [Float]
+    var noiseQ: [Float]
+}
+
+/// The official training loop (`train_util.py` `TrainLoop`): microbatches with summed gradients,
+/// timestep sampler, AdamW with linear decay, EMA — on the flat parameter buffer.
+public final class Trainer {
+    public let model: TransformerNetModel
+    public let options: TrainingOptions
+    public let schedule: NoiseSchedule
+    let loss: DiffusionLoss
+    let grads: FloatBuffer
+    var adam: AdamW
+    let ema: EMA
+    var sampler: TimestepSampler
+    var rng: SeededRandom
+    /// Completed steps.
+    public private(set) var step = 0
+    var permutation: [Int] = []
+    var cursor = 0
+    private var acts: Activations?
+    let examples: [Seq2SeqExample]
+
+    /// A trainer over `examples` for `model` (already initialised or loaded).
+    public init(model: TransformerNetModel, examples: [Seq2SeqExample], options: TrainingOptions) throws {
+        try options.validate()
+        guard !examples.isEmpty else { throw EngineError.invalidInput("no training examples") }
+        if let bad = examples.first(where: { $0.ids.count != model.config.seqLen }) {
+            throw EngineError.invalidInput("example at line \(bad.line) has length \(bad.ids.count), expected seq_len \(model.config.seqLen)")
+        }
+        self.model = model
+        self.options = options
+        self.examples = examples
+        schedule = try NoiseSchedule(named: model.config.noiseSchedule, steps: model.config.diffusionSteps)
+        loss = DiffusionLoss(model: model, schedule: schedule, variant: options.loss)
+        grads = FloatBuffer(count: model.layout.totalCount)
+        adam = AdamW(count: model.layout.totalCount, weightDecay: options.weightDecay)
+        ema = EMA(rates: options.emaRates, params: model.params)
+        sampler = TimestepSampler(kind: options.scheduleSampler, steps: model.config.diffusionSteps)
+        rng = SeededRandom(seed: options.seed &+ 1)
+    }
+
+    /// The EMA weights for rate index `i`.
+    public func emaWeights(_ i: Int = 0) -> FloatBuffer { ema.buffers[i] }
+
+    /// The next batch of examples (reshuffled every epoch).
+    func nextBatch() -> [Seq2SeqExample] {
+        var batch: [Seq2SeqExample] = []
+        while batch.count < options.batchSize {
+            if cursor >= permutation.count {
+                permutation = Array(examples.indices)
+                for i in stride(from: permutation.count - 1, to: 0, by: -1) {
+                    permutation.swapAt(i, rng.int(below: i + 1))
+                }
+                cursor = 0
+            }
+            batch.append(examples[permutation[cursor]])
+            cursor += 1
+        }
+        return batch
+    }
+
+    /// One optimisation step on the next batch.
+    public func trainStep() -> StepReport { trainStep(batch: nextBatch(), draws: nil) }
+
+    /// One optimisation step; `draws` (tests) replaces the sampled t, weights and noise per microbatch.
+    func trainStep(batch: [Seq2SeqExample], draws: [MicrobatchDraw]?, dropout: Bool = true) -> StepReport {
+        let t0 = Date()
+        let c = model.config, T = c.seqLen, D = c.hiddenDim
+        grads.zero()
+        var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0)
+        let mb = options.microbatch
+        var chunkIndex = 0
+        var start = 0
+        while start < batch.count {
+            let chunk = Array(batch[start..<min(start + mb, batch.count)])
+            let B = chunk.count
+            if acts == nil || acts?.B != B {
+                acts = Activations(config: c, B: B, T: T, keepLayerCaches: true, dropout: c.dropout > 0 || c.attentionDropout > 0)
+            }
+            let draw: MicrobatchDraw
+            if let d = draws?[chunkIndex] { draw = d } else {
+                let (ts, ws) = sampler.sample(B, rng: &rng)
+                var n1 = [Float](repeating: 0, count: B * T * D), n2 = n1
+                n1.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
+                n2.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
+                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2)
+            }
+            let useDropout = dropout && (c.dropout > 0 || c.attentionDropout > 0)
+            let terms: LossTerms = withUnsafeMutablePointer(to: &rng) { rp in
+                draw.noiseXStart.withUnsafeBufferPointer { a in
+                    draw.noiseQ.withUnsafeBufferPointer { b in
+                        loss.compute(ids: chunk.flatMap(\.ids), mask: chunk.flatMap(\.mask), t: draw.t,
+                                     noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: draw.weights,
+                                     acts: acts!, grads: grads, dropout: useDropout ? rp : nil)
+                    }
+                }
+            }
+            sampler.update(t: draw.t, losses: terms.loss)
+            for b in 0..<B {
+                sums.loss += Double(terms.loss[b]); sums.mse += Double(terms.mse[b]); sums.dn += Double(terms.decoderNLL[b])
+                sums.tT += Double(terms.tT[b]); sums.nll += Double(terms.nll[b])
+            }
+            start += B
+            chunkIndex += 1
+        }
+        var norm = l2Norm(grads)
+        if options.clip > 0 && norm > options.clip {
+            let s = Float(options.clip / (norm + 1e-6))
+            for i in 0..<grads.count { grads.ptr[i] *= s }
+            norm = l2Norm(grads)
+        }
+        let lr = options.learningRate(at: step)
+        let n = Double(batch.count)
+        let lossMean = sums.loss / n
+        if lossMean.isFinite {
+            adam.update(params: model.params, grads: grads, lr: lr)
+            ema.update(params: model.params)
+        }
+        step += 1
+        return StepReport(step: step, loss: lossMean, mse: sums.mse / n, decoderNLL: sums.dn / n, tT: sums.tT / n,
+                          nll: sums.nll / n, lr: lr, gradNorm: norm, seconds: Date().timeIntervalSince(t0),
+                          tokens: batch.count * T)
+    }
+}
