@@ -2,11 +2,12 @@
 # End-to-end test of the interactive explorer in a real terminal (tmux).
 #
 #   Tests/explore-e2e.sh BINARY [ARGS...]
-#     e.g. Tests/explore-e2e.sh .build/debug/diffuseq explore
-#          Tests/explore-e2e.sh .build/debug/DiffuSeqCLI --delay-ms 5
+#     e.g. Tests/explore-e2e.sh .build/release/diffuseq explore --checkpoint Tests/DiffuSeqCoreTests/Fixtures/model.safetensors
+#          Tests/explore-e2e.sh .build/release/diffuseq explore            (the built-in model, once installed)
 #
 # Starts BINARY ARGS in a 100×30 tmux session from an interactive shell, then plays, pauses, steps, scrubs,
-# selects a position, edits the source and re-runs, toggles a seed, opens help, resizes (60×20, 30×8, back),
+# selects a position, edits the source and re-runs, adds a seed (re-run) and hides seed 2, opens help, resizes
+# (60×20, 30×8, back),
 # quits with q and checks that the terminal is restored (stty state unchanged, prompt visible), then starts it
 # again and stops it with Ctrl-C. Screens are saved to $E2E_OUT (default: a temp dir). Exits non-zero on failure.
 set -u
@@ -90,8 +91,14 @@ expect_screen rerun-done "✓ done" 120
 
 keys s
 expect_screen seed-focus "1–9 toggle"
+# Add a seed (works whatever --seeds was given): the run restarts with one more batch row.
+NSEEDS=$(screen | grep -Ec '^ *[1-9] [●○] ')
+keys +
+expect_screen seed-added-done "✓ done" 120
+NSEEDS2=$(screen | grep -Ec '^ *[1-9] [●○] ')
+if [ "$NSEEDS2" -eq $((NSEEDS + 1)) ]; then ok "seed added ($NSEEDS → $NSEEDS2 rows)"; else fail "seed add ($NSEEDS → $NSEEDS2 rows)"; fi
 keys 2
-expect_screen seed-toggled "○ "
+expect_screen seed-toggled "2 ○ "
 keys Escape
 
 keys '?'
@@ -123,6 +130,44 @@ keys C-c
 expect_screen ctrl-c "EXPLORE_EXIT=130" 10
 sleep 0.3
 if cmp -s "$OUT/stty.before" "$OUT/stty.after2"; then ok "terminal modes restored after Ctrl-C"; else fail "stty differs after Ctrl-C"; fi
+
+# Optional: E2E_SCREENS=DIR captures 80×24 text screens of four states with ARGS --seeds 1,2,3,4:
+# playing, scrubbed mid-way, the inspector on a chosen position, four seeds at the last step.
+if [ -n "${E2E_SCREENS:-}" ]; then
+    mkdir -p "$E2E_SCREENS"
+    tmux kill-session -t "$S" 2>/dev/null
+    tmux new-session -d -s "$S" -x 80 -y 24 "env PS1='e2e\$ ' bash --norc --noprofile"
+    sleep 0.5
+    keys "clear; '$BIN' $ARGS --seeds 1,2,3,4; echo EXPLORE_EXIT=\$?" Enter
+    expect_screen screens-run-done "✓ done" 120
+    shot() { screen > "$E2E_SCREENS/$1.txt"; }
+    keys Home
+    tmux send-keys -t "$S" Space; sleep 0.6
+    if screen | grep -q "▶"; then ok "screen: playing"; else fail "screen: playing (no ▶)"; fi
+    shot playing
+    keys Space
+    N=$(screen | grep -Eo 'step [0-9]+/[0-9]+' | head -1 | sed -E 's/.*\///')
+    keys Home
+    for _ in $(seq 1 $(( (${N:-2} / 2 - 1) / 10 ))); do keys ']'; done
+    for _ in $(seq 1 $(( (${N:-2} / 2 - 1) % 10 ))); do keys Right; done
+    expect_screen screen-scrubbed "step $(( ${N:-2} / 2 ))/"
+    shot scrubbed
+    P1=$(screen | grep -Eo 'Position [0-9]+' | head -1)
+    keys Down Down Down
+    P2=$(screen | grep -Eo 'Position [0-9]+' | head -1)
+    if [ -n "$P2" ] && [ "$P1" != "$P2" ] && screen | grep -q '‖x̂₀‖' && screen | grep -Eq '^ *│? *1 [^ ]+ +[0-9.]+ *$|│ 1 [^ ]+ +[0-9.]+'; then
+        ok "screen: inspector ($P1 → $P2, neighbours listed)"
+    else
+        fail "screen: inspector ($P1 → $P2)"
+    fi
+    shot inspector
+    keys End
+    expect_screen screen-four-seeds "self-BLEU|sB [0-9]"
+    shot four-seeds-last-step
+    keys q
+    expect_screen screens-quit "EXPLORE_EXIT=0" 10
+    echo "80×24 screens saved in $E2E_SCREENS"
+fi
 
 echo "screens saved in $OUT"
 if [ $FAILS -gt 0 ]; then echo "$FAILS check(s) failed"; exit 1; fi

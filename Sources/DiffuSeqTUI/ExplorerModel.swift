@@ -298,7 +298,10 @@ public struct ExplorerModel {
     }
 
     /// The rounded token id at `position` of `row` at the current step.
+    /// On the source part this is the input id: those positions of x_t are re-anchored to the source
+    /// embeddings after every step, so the model's x̂₀ there (which an untrained model gets wrong) is not shown.
     public func roundedID(position: Int, row: Int? = nil) -> Int? {
+        if let input, position >= 0, position < min(input.sourceLength, input.ids.count) { return input.ids[position] }
         guard let f = currentFrame else { return input.map { $0.ids.indices.contains(position) ? $0.ids[position] : backend.padID } }
         let r = row ?? primaryRow
         let i = r * f.seqLen + position

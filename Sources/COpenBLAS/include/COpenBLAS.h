@@ -15,6 +15,8 @@ const char *dsq_blas_corename(void);
 /// openblas_get_config(), or "".
 const char *dsq_blas_config(void);
 int dsq_blas_get_threads(void);
+/// Enables flush-to-zero and denormals-are-zero on the calling thread.
+void dsq_set_flush_denormals(void);
 void dsq_blas_set_threads(int n);
 
 /// Row-major C = alpha * op(A) * op(B) + beta * C (cblas_sgemm with CblasRowMajor).

@@ -27,22 +27,23 @@ enum Kernels {
 
     // MARK: Fast exp and erf (vectorisable, ~1 ulp-level accuracy for our ranges)
 
-    /// exp(x) in float32 via 2^(x·log2 e) with a degree-6 polynomial; |rel err| < 2e-7.
+    /// exp(x) in float32 without a libm call (so loops vectorise): n = round(x/ln 2) by the
+    /// 1.5·2²³ trick, Cody–Waite reduction r = x − n·ln 2 (two-part ln 2), a degree-7 Taylor
+    /// polynomial for eʳ on [−½ln 2, ½ln 2], times 2ⁿ; |rel err| < 3e-7.
     @inline(__always)
     static func fexp(_ x: Float) -> Float {
-        let xc = min(max(x, -87.3), 88.7)
-        let t = xc * 1.442_695_04
-        let fi = t.rounded(.down)
-        let f = t - fi
-        // 2^f on [0,1)
-        var p: Float = 1.535_336_8e-4
-        p = p * f + 1.339_887_4e-3
-        p = p * f + 9.618_437_4e-3
-        p = p * f + 5.550_332_9e-2
-        p = p * f + 2.402_264_5e-1
-        p = p * f + 6.931_472_1e-1
-        p = p * f + 1.0
-        let bits = UInt32(bitPattern: Int32(fi) &+ 127) << 23
+        let xc = min(max(x, -87.0), 88.0)
+        let n = (xc * 1.442_695_04 + 12_582_912.0) - 12_582_912.0
+        let r = (xc - n * 0.693_145_75) - n * 1.428_606_8e-6
+        var p: Float = 1.0 / 5040
+        p = p * r + 1.0 / 720
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        let bits = UInt32(bitPattern: Int32(n) &+ 127) << 23
         return p * Float(bitPattern: bits)
     }
 
@@ -183,12 +184,9 @@ enum Kernels {
     /// In-place row softmax with max subtraction; rows of length `c`.
     @inline(__always)
     static func softmaxRow(_ x: P, _ c: Int) {
-        var m = -Float.infinity
-        for j in 0..<c { m = max(m, x[j]) }
-        var s: Float = 0
-        for j in 0..<c { let e = fexp(x[j] - m); x[j] = e; s += e }
-        let inv = 1 / s
-        for j in 0..<c { x[j] *= inv }
+        let m = rowMax(x, c)
+        let s = expShiftSum(x, c, shift: m)
+        scale(x, c, by: 1 / s)
     }
 
     /// Sinusoidal timestep features as the official `timestep_embedding`: [cos(t·f), sin(t·f)],

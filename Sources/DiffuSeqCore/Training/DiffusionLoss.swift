@@ -129,16 +129,14 @@ final class DiffusionLoss {
                     for r in lo..<hi {
                         let row = logits.ptr + r * V
                         let id = ids[start + r]
-                        var m = -Float.infinity
-                        for k in 0..<V { m = max(m, row[k]) }
-                        var sum: Float = 0
-                        for k in 0..<V { let e = Kernels.fexp(row[k] - m); row[k] = e; sum += e }
-                        rl[r] = Foundation.log(sum) - Foundation.log(row[id])
+                        let m = Kernels.rowMax(row, V)
+                        let logit = row[id]
+                        let sum = Kernels.expShiftSum(row, V, shift: m)
+                        rl[r] = Foundation.log(sum) + m - logit
                         if wantGrad {
                             let b = (start + r) / T
                             let s = weights[b] / Float(B) / Float(T)
-                            let inv = 1 / sum
-                            for k in 0..<V { row[k] *= inv * s }
+                            Kernels.scale(row, V, by: s / sum)
                             row[id] -= s
                         }
                     }
@@ -153,14 +151,17 @@ final class DiffusionLoss {
             }
             if computeNLL {
                 Kernels.linear(logits.ptr, out + start * D, E, bias, n: nr, i: D, o: V)
-                for r in 0..<nr where mask[start + r] == 1 {
-                    let row = logits.ptr + r * V
-                    var m = -Float.infinity
-                    for k in 0..<V { m = max(m, row[k]) }
-                    var sum: Float = 0
-                    for k in 0..<V { sum += Kernels.fexp(row[k] - m) }
-                    nll[(start + r) / T] += Foundation.log(sum) + m - row[ids[start + r]]
+                var rowNLL = [Float](repeating: 0, count: nr)
+                rowNLL.withUnsafeMutableBufferPointer { rn in
+                    parallelRows(nr, minChunk: 8) { lo, hi in
+                        for r in lo..<hi where mask[start + r] == 1 {
+                            let row = logits.ptr + r * V
+                            let m = Kernels.rowMax(row, V)
+                            rn[r] = Foundation.log(Kernels.expShiftSumReadOnly(row, V, shift: m)) + m - row[ids[start + r]]
+                        }
+                    }
                 }
+                for r in 0..<nr { nll[(start + r) / T] += rowNLL[r] }
             }
             start += nr
         }

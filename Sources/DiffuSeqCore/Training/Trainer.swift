@@ -28,9 +28,36 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var loss: LossVariant = .official
     /// Keep this many checkpoints (older ones are removed).
     public var keepCheckpoints: Int = 3
+    /// Compute the logged-only `nll` term every N steps (it costs a full vocabulary GEMM).
+    public var nllEvery: Int = 10
 
     /// Default options.
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case lr, batchSize, microbatch, steps, warmup, saveInterval, emaRates, seed, weightDecay, clip
+        case scheduleSampler, loss, keepCheckpoints, nllEvery
+    }
+
+    /// Decodes options, taking the default for any key an older checkpoint did not write.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        lr = try c.decodeIfPresent(Double.self, forKey: .lr) ?? lr
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+        microbatch = try c.decodeIfPresent(Int.self, forKey: .microbatch) ?? microbatch
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? steps
+        warmup = try c.decodeIfPresent(Int.self, forKey: .warmup) ?? warmup
+        saveInterval = try c.decodeIfPresent(Int.self, forKey: .saveInterval) ?? saveInterval
+        emaRates = try c.decodeIfPresent([Float].self, forKey: .emaRates) ?? emaRates
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? weightDecay
+        clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? clip
+        scheduleSampler = try c.decodeIfPresent(TimestepSampler.Kind.self, forKey: .scheduleSampler) ?? scheduleSampler
+        loss = try c.decodeIfPresent(LossVariant.self, forKey: .loss) ?? loss
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? keepCheckpoints
+        nllEvery = try c.decodeIfPresent(Int.self, forKey: .nllEvery) ?? nllEvery
+    }
 
     /// Checks the values; throws naming the bad flag.
     public func validate() throws {
@@ -84,7 +111,7 @@ public final class Trainer {
     var sampler: TimestepSampler
     var rng: SeededRandom
     /// Completed steps.
-    public private(set) var step = 0
+    public internal(set) var step = 0
     var permutation: [Int] = []
     var cursor = 0
     private var acts: Activations?
@@ -161,7 +188,8 @@ public final class Trainer {
                     draw.noiseQ.withUnsafeBufferPointer { b in
                         loss.compute(ids: chunk.flatMap(\.ids), mask: chunk.flatMap(\.mask), t: draw.t,
                                      noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: draw.weights,
-                                     acts: acts!, grads: grads, dropout: useDropout ? rp : nil)
+                                     acts: acts!, grads: grads, dropout: useDropout ? rp : nil,
+                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0)
                     }
                 }
             }
@@ -187,8 +215,9 @@ public final class Trainer {
             ema.update(params: model.params)
         }
         step += 1
+        let nllComputed = step % max(1, options.nllEvery) == 0 || step == 1
         return StepReport(step: step, loss: lossMean, mse: sums.mse / n, decoderNLL: sums.dn / n, tT: sums.tT / n,
-                          nll: sums.nll / n, lr: lr, gradNorm: norm, seconds: Date().timeIntervalSince(t0),
+                          nll: nllComputed ? sums.nll / n : .nan, lr: lr, gradNorm: norm, seconds: Date().timeIntervalSince(t0),
                           tokens: batch.count * T)
     }
 }

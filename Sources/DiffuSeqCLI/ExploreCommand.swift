@@ -1,0 +1,227 @@
+import ArgumentParser
+import DiffuSeqCore
+import DiffuSeqResources
+import DiffuSeqTUI
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `diffuseq explore`: the interactive terminal explorer of a reverse-diffusion run on the real engine.
+struct ExploreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explore",
+        abstract: "Watch a paraphrase emerge from noise, step by step, in the terminal.",
+        discussion: """
+        Samples the source with one batch row per seed and lets you play, pause, step and scrub through the \
+        reverse diffusion; inspect any target position (rounded token, rounding margin, ‖x_t‖, ‖x̂₀‖, the nearest \
+        vocabulary embeddings); edit the source and re-run (Enter); compare seeds (self-BLEU, div-4, MBR pick); \
+        switch sampler (m) and step count (< >). Press ? for all keys.
+
+        Source: --text "…", or --data-dir DIR [--split test] --index i (its reference is shown with BLEU), \
+        default the first test example of the built-in kjv2modern data (or "\(ExploreCommand.fallbackSource)").
+
+        Without a terminal use --render WxH [--keys "…"]: the explorer runs headless (each run sampled to the end \
+        at once), the keys are applied and the final screen is printed as text. Keys are comma-separated: key \
+        names (space left right up down home end tab backtab enter esc backspace delete pgup pgdn comma), single \
+        characters (q [ ] ? e s m < > 1 + …), text:WORDS, tick[:N], click:X:Y, resize:WxH. \
+        Example: --render 80x24 --keys "home,],],down,down".
+        """)
+
+    static let fallbackSource = "Thou shalt not steal."
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "The source sentence.") var text: String?
+    @Option(name: .long, help: "Folder with train/valid/test.jsonl: explore one of its examples (see --index).") var dataDir: String?
+    @Option(name: .long, help: "Split to read from --data-dir.") var split: String = "test"
+    @Option(name: .long, help: "0-based example index in --data-dir's split.") var index: Int?
+    @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them).") var seeds: String = "42"
+    @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddim"
+    @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
+    @Option(name: .long, help: "Nearest embeddings listed by the inspector.") var neighbours: Int = 8
+    @Option(name: .long, help: ArgumentHelp("Render headless at this size and print the final screen as text.", valueName: "WxH"))
+    var render: String?
+    @Option(name: .long, help: "Key script applied before printing (with --render).") var keys: String?
+    @Flag(name: .customLong("no-mouse"), help: "Do not capture the mouse (lets the terminal select text).") var noMouse = false
+    @Flag(name: .long, help: .hidden) var measure = false
+
+    func run() throws {
+        try runReporting {
+            let kind = try parseSampler(sampler)
+            let seedList = try parseSeeds(seeds)
+            guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }
+            if let s = steps, s < 1 { throw CLIError("--steps must be at least 1") }
+            guard neighbours >= 1 else { throw CLIError("--neighbours must be at least 1") }
+            if text != nil && dataDir != nil { throw CLIError("pass either --text or --data-dir, not both") }
+            if index != nil && dataDir == nil { throw CLIError("--index needs --data-dir") }
+            if keys != nil && render == nil { throw CLIError("--keys needs --render WxH") }
+            var size: (Int, Int)?
+            if let r = render {
+                size = try parseSize(r)
+                _ = try parseKeyScriptReporting(keys ?? "")
+            } else if !measure {
+                guard isatty(STDOUT_FILENO) == 1, isatty(STDIN_FILENO) == 1 else {
+                    throw CLIError("explore is interactive but \(isatty(STDOUT_FILENO) == 1 ? "stdin" : "stdout") is not a terminal; use --render WxH [--keys \"…\"] to print a screen as text")
+                }
+            }
+            let (source, reference) = try chooseSource()
+            let loaded = try model.load()
+            let backend = try EngineBackend(loaded)
+            if let s = steps, s > backend.diffusionSteps {
+                eprint("note: --steps \(s) capped at the model's T = \(backend.diffusionSteps)")
+            }
+            let n = min(steps ?? 200, backend.diffusionSteps)
+            let config = ExplorerConfig(source: source, reference: reference, seeds: seedList, sampler: kind,
+                                        steps: n, neighbourCount: neighbours)
+            if measure {
+                let m = measureExplorerDetailed(backend: backend, source: source, steps: n)
+                print("\(backend.modelName): \(m.redraw)")
+                print(String(format: "Enter→first frame %.1f ms · Enter→last frame %.1f ms (%ld steps, 1 seed, 120×40)",
+                             m.firstFrameMs, m.lastFrameMs, m.frames))
+                return
+            }
+            if let size {
+                let screen: String
+                do {
+                    screen = try renderHeadless(backend: backend, config: config, size: size, keys: keys ?? "")
+                } catch let e as KeyScriptError {
+                    throw CLIError("--keys: \(e.description)")
+                }
+                print(screen)
+                return
+            }
+            let status = try runExplorer(backend: backend, config: config, mouse: !noMouse)
+            if status != 0 { throw ExitCode(status) }
+        }
+    }
+
+    /// The source and reference to start with.
+    func chooseSource() throws -> (String, String?) {
+        if let t = text {
+            guard !PythonText.strip(t).isEmpty else { throw CLIError("--text is empty") }
+            return (t, nil)
+        }
+        if let d = dataDir {
+            let file = URL(fileURLWithPath: d).appendingPathComponent(split + ".jsonl")
+            let pairs = try Seq2SeqDataset.readPairs(file: file).pairs
+            let i = index ?? 0
+            guard i >= 0, i < pairs.count else {
+                throw CLIError("--index \(i) is out of range: \(file.path) has \(pairs.count) examples (0…\(pairs.count - 1))")
+            }
+            return (pairs[i].src, pairs[i].trg)
+        }
+        if let url = BundledResources.url("data/kjv2modern/test.jsonl"),
+           let first = try? Seq2SeqDataset.readPairs(file: url, skipBadLines: true).pairs.first {
+            return (first.src, first.trg)
+        }
+        return (Self.fallbackSource, nil)
+    }
+}
+
+/// Parses a sampler name.
+func parseSampler(_ s: String) throws -> SamplerKind {
+    guard let k = SamplerKind(rawValue: s) else {
+        throw CLIError("--sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(s)\"")
+    }
+    return k
+}
+
+/// Parses "1,2,3" into distinct seeds.
+func parseSeeds(_ s: String) throws -> [UInt64] {
+    var out: [UInt64] = []
+    for part in s.split(separator: ",", omittingEmptySubsequences: false) {
+        let p = part.trimmingCharacters(in: .whitespaces)
+        guard let v = UInt64(p) else { throw CLIError("--seeds: \"\(p)\" is not a non-negative integer") }
+        guard !out.contains(v) else { throw CLIError("--seeds: \(v) is listed twice") }
+        out.append(v)
+    }
+    guard !out.isEmpty else { throw CLIError("--seeds is empty") }
+    return out
+}
+
+/// Parses "WxH" for --render.
+func parseSize(_ s: String) throws -> (Int, Int) {
+    let parts = s.lowercased().split(separator: "x", omittingEmptySubsequences: false)
+    guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]) else {
+        throw CLIError("--render: \"\(s)\" is not a size like 80x24")
+    }
+    guard (1...1000).contains(w), (1...500).contains(h) else {
+        throw CLIError("--render: \(w)x\(h) is out of range (width 1–1000, height 1–500)")
+    }
+    return (w, h)
+}
+
+/// Parses a key script, turning its error into a CLI error.
+func parseKeyScriptReporting(_ s: String) throws -> [ScriptStep] {
+    do { return try parseKeyScript(s) } catch let e as KeyScriptError { throw CLIError("--keys: \(e.description)") }
+}
+
+// MARK: - Measurements (called by `diffuseq bench explore`)
+
+/// Explorer latencies on a backend, in milliseconds:
+/// - `redrawMs`: mean key → redraw (update + view + diff) at 120×40 with 4 seeds over a finished run
+///   (`benchmarkRedraw`, 400 keys);
+/// - `firstFrameMs` / `lastFrameMs`: from pressing Enter on an edited source (a live paraphrase of `steps` steps,
+///   one seed, sampled on a background thread exactly as the interactive run loop does) to the first / last
+///   frame being applied and the screen (120×40) rebuilt.
+func measureExplorer(backend: any ExplorerBackend, source: String? = nil, steps: Int = 200,
+                     seeds: [UInt64] = [1, 2, 3, 4], liveSeeds: [UInt64] = [42])
+    -> (redrawMs: Double, firstFrameMs: Double, lastFrameMs: Double) {
+    let d = measureExplorerDetailed(backend: backend, source: source, steps: steps, seeds: seeds, liveSeeds: liveSeeds)
+    return (d.redraw.meanMs, d.firstFrameMs, d.lastFrameMs)
+}
+
+/// The full measurement behind `measureExplorer`.
+struct ExplorerMeasurement {
+    var redraw: RedrawBenchmark
+    var firstFrameMs: Double
+    var lastFrameMs: Double
+    var frames: Int
+}
+
+func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil, steps: Int = 200,
+                             seeds: [UInt64] = [1, 2, 3, 4], liveSeeds: [UInt64] = [42]) -> ExplorerMeasurement {
+    let src = source ?? ExploreCommand.fallbackSource
+    let n = min(max(1, steps), max(1, backend.diffusionSteps))
+    let redraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n)
+
+    // A live paraphrase: open the explorer without running, edit the source, press Enter, and drain frames
+    // from the sampling thread like ExplorerRunLoop.
+    var model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
+                              width: 120, height: 40)
+    _ = update(&model, .key(.char("e")))
+    for ch in " again" { _ = update(&model, .key(.char(ch))) }
+    _ = view(model)
+    let queue = MessageQueue()
+    var worker: SamplingWorker?
+    let clock = ContinuousClock()
+    let t0 = clock.now
+    for e in update(&model, .key(.enter)) {
+        if case .startRun(let r) = e { worker = SamplingWorker(request: r, backend: backend, queue: queue) }
+    }
+    _ = view(model)
+    func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
+    var first: Double?, last: Double?
+    var done = false
+    while !done {
+        let msgs = queue.drain()
+        if msgs.isEmpty { usleep(200); continue }
+        for m in msgs {
+            _ = update(&model, m)
+            switch m {
+            case .runFinished, .runCancelled, .runFailed: done = true
+            default: break
+            }
+        }
+        _ = view(model)
+        let now = ms(clock.now - t0)
+        if first == nil, !model.frames.isEmpty { first = now }
+        if model.frames.count >= model.expectedCount, model.expectedCount > 0, last == nil { last = now }
+    }
+    worker.map { _ = $0.finished.wait(timeout: .now() + 5) }
+    return ExplorerMeasurement(redraw: redraw, firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan,
+                               frames: model.frames.count)
+}

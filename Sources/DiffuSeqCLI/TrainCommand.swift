@@ -1,0 +1,268 @@
+import ArgumentParser
+import DiffuSeqCore
+import DiffuSeqResources
+import Foundation
+
+/// `diffuseq train`: the official training loop on a DiffuSeq jsonl folder.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a DiffuSeq model (official loss, sampler, AdamW, EMA) and write checkpoints that sample/explore open.",
+        discussion: """
+        Every --save-interval steps (and at the end, and on Ctrl-C/SIGTERM) OUTPUT/ckpt-<step>/ is written
+        atomically: model.safetensors (EMA weights, official keys), training_args.json, bert_config.json,
+        vocab.txt, and the resumable state (state.safetensors, state.json). OUTPUT/train_log.jsonl has one
+        line per step. --resume OUTPUT continues exactly where the newest checkpoint stopped.
+        --vocab: bert (the 30,522 BERT-uncased pieces), build (only the BERT pieces that occur in the
+        training data), wordpiece:PATH (a WordPiece vocab.txt), or PATH (an official custom vocabulary file).
+        --preset kjv2modern: the recipe of the built-in model (see README, model card); flags given
+        explicitly override the preset.
+        """)
+
+    @Option(name: .long, help: "Recipe preset: kjv2modern.") var preset: String?
+    @Option(name: .long, help: "Folder with train.jsonl (DiffuSeq format). Default: the built-in kjv2modern data.") var dataDir: String?
+    @Option(name: .long, help: "bert | build | wordpiece:PATH | PATH (official custom vocab).") var vocab: String?
+    @Option(name: .long, help: "Sequence length (official seq_len).") var seqLen: Int?
+    @Option(name: .long, help: "Word-embedding dims (official hidden_dim).") var hiddenDim: Int?
+    @Option(name: .long, help: "Timestep-embedding dims (official hidden_t_dim).") var hiddenTDim: Int?
+    @Option(name: .long, help: "Encoder layers.") var layers: Int?
+    @Option(name: .long, help: "Encoder width (BERT hidden_size).") var width: Int?
+    @Option(name: .long, help: "Attention heads.") var heads: Int?
+    @Option(name: .long, help: "FFN size (BERT intermediate_size).") var ffn: Int?
+    @Option(name: .long, help: "Diffusion steps T.") var diffusionSteps: Int?
+    @Option(name: .long, help: "sqrt | linear | cosine | trunc_cos | trunc_lin | pw_lin.") var noiseSchedule: String?
+    @Option(name: .long, help: "uniform | lossaware.") var scheduleSampler: String?
+    @Option(name: .long, help: "Peak learning rate (linear decay to 0).") var lr: Double?
+    @Option(name: .long, help: "Linear warm-up steps.") var warmup: Int?
+    @Option(name: .long, help: "Examples per step.") var batchSize: Int?
+    @Option(name: .long, help: "Examples per forward/backward chunk (gradients summed, as official).") var microbatch: Int?
+    @Option(name: .long, help: "Training steps (official learning_steps).") var steps: Int?
+    @Option(name: .long, help: "Checkpoint every N steps.") var saveInterval: Int?
+    @Option(name: .long, help: "EMA rate(s), comma-separated; the first is saved for sampling.") var emaRate: String?
+    @Option(name: .long, help: "Random seed.") var seed: UInt64?
+    @Option(name: .long, help: "Hidden dropout (attention dropout stays 0.1 as official unless --attention-dropout).") var dropout: Float?
+    @Option(name: .long, help: "Attention-probability dropout.") var attentionDropout: Float?
+    @Option(name: .long, help: "AdamW weight decay.") var weightDecay: Float?
+    @Option(name: .long, help: "Gradient clipping max norm (≤ 0 = off).") var clip: Double?
+    @Option(name: .long, help: "official (MSE over all positions) | target-only (the paper's Eq. 2).") var loss: String?
+    @Option(name: .long, help: "Output folder.") var output: String?
+    @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
+    @Flag(name: .long, help: "Skip malformed training lines (reporting a count).") var skipBadLines = false
+    @Option(name: .long, help: "Threads for BLAS and the Swift kernels.") var threads: Int?
+    @Option(name: .long, help: "Stop after this many steps in this run (the schedule still spans --steps).") var stopAfter: Int?
+
+    struct Recipe {
+        var vocab = "build", seqLen = 64, hiddenDim = 128, hiddenTDim = 128, layers = 6, width = 256, heads = 4, ffn = 1024
+        var diffusionSteps = 2000, noiseSchedule = "sqrt", scheduleSampler = "lossaware", lr = 3e-4, warmup = 0
+        var batchSize = 64, microbatch = 64, steps = 2000, saveInterval = 250, emaRate = "0.999", seed: UInt64 = 102
+        var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
+    }
+
+    static func presetRecipe(_ name: String) throws -> Recipe {
+        var r = Recipe()
+        switch name {
+        case "kjv2modern":
+            r.vocab = "build"; r.seqLen = 64; r.hiddenDim = 128; r.hiddenTDim = 128
+            r.layers = 6; r.width = 256; r.heads = 4; r.ffn = 1024
+            r.diffusionSteps = 2000; r.scheduleSampler = "lossaware"; r.lr = 1e-3; r.warmup = 200
+            r.batchSize = 64; r.microbatch = 64; r.steps = 3000; r.saveInterval = 250; r.emaRate = "0.995"
+            r.dropout = 0.1; r.attentionDropout = 0.1; r.clip = 1.0
+        default:
+            throw CLIError("unknown --preset \"\(name)\" (available: kjv2modern)")
+        }
+        return r
+    }
+
+    func run() throws {
+        try runReporting {
+            Interrupt.install()
+            if let t = threads {
+                guard t >= 1 else { throw CLIError("--threads must be at least 1") }
+                try BLAS.setThreads(t); setKernelThreads(t)
+            }
+            if let r = resume { try runResume(URL(fileURLWithPath: r)) } else { try runFresh() }
+        }
+    }
+
+    func runFresh() throws {
+        var r = try preset.map(Self.presetRecipe) ?? Recipe()
+        if let v = vocab { r.vocab = v }; if let v = seqLen { r.seqLen = v }; if let v = hiddenDim { r.hiddenDim = v }
+        if let v = hiddenTDim { r.hiddenTDim = v }; if let v = layers { r.layers = v }; if let v = width { r.width = v }
+        if let v = heads { r.heads = v }; if let v = ffn { r.ffn = v }; if let v = diffusionSteps { r.diffusionSteps = v }
+        if let v = noiseSchedule { r.noiseSchedule = v }; if let v = scheduleSampler { r.scheduleSampler = v }
+        if let v = lr { r.lr = v }; if let v = warmup { r.warmup = v }; if let v = batchSize { r.batchSize = v }
+        if let v = microbatch { r.microbatch = v } else if batchSize != nil { r.microbatch = min(r.microbatch, r.batchSize) }
+        if let v = steps { r.steps = v }; if let v = saveInterval { r.saveInterval = v }; if let v = emaRate { r.emaRate = v }
+        if let v = seed { r.seed = v }; if let v = dropout { r.dropout = v }; if let v = attentionDropout { r.attentionDropout = v }
+        if let v = weightDecay { r.weightDecay = v }; if let v = clip { r.clip = v }; if let v = loss { r.loss = v }
+        r.microbatch = min(r.microbatch, r.batchSize)
+
+        guard let out = output else { throw CLIError("--output FOLDER is required (checkpoints and the log go there)") }
+        let outURL = URL(fileURLWithPath: out)
+        if FileManager.default.fileExists(atPath: outURL.path),
+           ((try? FileManager.default.contentsOfDirectory(atPath: outURL.path)) ?? []).contains(where: { $0.hasPrefix("ckpt-") }) {
+            throw CLIError("\(out) already holds checkpoints: pass --resume \(out) to continue, or choose another --output")
+        }
+        let dataURL = try dataFolder()
+        let trainFile = dataURL.appendingPathComponent("train.jsonl")
+        // Vocabulary
+        let (tokenizer, vocabLines, tokKind, vocabArg) = try makeTokenizer(r.vocab, trainFile: trainFile)
+        var opts = TrainingOptions()
+        opts.lr = r.lr; opts.batchSize = r.batchSize; opts.microbatch = r.microbatch; opts.steps = r.steps
+        opts.warmup = r.warmup; opts.saveInterval = r.saveInterval; opts.seed = r.seed; opts.weightDecay = r.weightDecay
+        opts.clip = r.clip
+        opts.emaRates = try r.emaRate.split(separator: ",").map {
+            guard let v = Float($0.trimmingCharacters(in: .whitespaces)) else { throw CLIError("--ema-rate: \"\($0)\" is not a number") }
+            return v
+        }
+        guard let ss = TimestepSampler.Kind(rawValue: r.scheduleSampler) else {
+            throw CLIError("--schedule-sampler must be uniform or lossaware, not \"\(r.scheduleSampler)\"")
+        }
+        opts.scheduleSampler = ss
+        guard let lv = LossVariant(rawValue: r.loss) else { throw CLIError("--loss must be official or target-only, not \"\(r.loss)\"") }
+        opts.loss = lv
+        try opts.validate()
+        let config = ModelConfig(vocabSize: tokenizer.vocabSize, hiddenDim: r.hiddenDim, hiddenTDim: r.hiddenTDim, width: r.width,
+                                 layers: r.layers, heads: r.heads, ffn: r.ffn, maxPositions: max(512, r.seqLen), seqLen: r.seqLen,
+                                 dropout: r.dropout, attentionDropout: r.attentionDropout, diffusionSteps: r.diffusionSteps,
+                                 noiseSchedule: r.noiseSchedule)
+        try config.validate()
+        let model = try TransformerNetModel(config: config)
+        model.initialise(seed: r.seed)
+        let examples = try loadExamples(trainFile, tokenizer: tokenizer, seqLen: r.seqLen)
+        let trainer = try Trainer(model: model, examples: examples, options: opts)
+        let args: [String: Any] = ["vocab": vocabArg, "tokenizer": tokKind, "data_dir": dataURL.path,
+                                   "dataset": dataURL.lastPathComponent, "notes": "diffuseq-swift", "loss": r.loss,
+                                   "warmup": r.warmup, "gradient_clipping": r.clip, "weight_decay": r.weightDecay,
+                                   "preset": preset ?? "", "checkpoint_path": outURL.path]
+        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
+        eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
+        try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
+    }
+
+    func runResume(_ path: URL) throws {
+        let fm = FileManager.default
+        var ckpt = path
+        let items = (try? fm.contentsOfDirectory(atPath: path.path)) ?? []
+        if !fm.fileExists(atPath: path.appendingPathComponent("state.json").path) {
+            guard let newest = items.filter({ $0.hasPrefix("ckpt-") }).sorted().last else {
+                throw CLIError("\(path.path): no ckpt-* folder to resume from")
+            }
+            ckpt = path.appendingPathComponent(newest)
+        }
+        let outURL = output.map { URL(fileURLWithPath: $0) } ?? ckpt.deletingLastPathComponent()
+        let (config, opts, step) = try Trainer.peekState(ckpt)
+        let argsData = try Data(contentsOf: ckpt.appendingPathComponent("training_args.json"))
+        var args = (try JSONSerialization.jsonObject(with: argsData) as? [String: Any]) ?? [:]
+        let tokenizer = try ModelCheckpoint.loadTokenizer(folder: ckpt, args: args, vocabSize: config.vocabSize)
+        let vocabLines = try String(contentsOf: ckpt.appendingPathComponent("vocab.txt"), encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init).dropLast().map { $0 }
+        let dataPath = dataDir ?? (args["data_dir"] as? String) ?? ""
+        let trainFile = URL(fileURLWithPath: dataPath).appendingPathComponent("train.jsonl")
+        let examples = try loadExamples(trainFile, tokenizer: tokenizer, seqLen: config.seqLen)
+        let model = try TransformerNetModel(config: config)
+        let trainer = try Trainer(model: model, examples: examples, options: opts)
+        let elapsed = try trainer.restore(from: ckpt)
+        for k in ["hidden_dim", "hidden_t_dim", "seq_len", "diffusion_steps", "noise_schedule", "dropout", "vocab_size",
+                  "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
+                  "timestep_respacing", "use_plm_init"] { args.removeValue(forKey: k) }
+        eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
+        try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed)
+    }
+
+    func dataFolder() throws -> URL {
+        if let d = dataDir { return URL(fileURLWithPath: d) }
+        guard let u = BundledResources.url("data/kjv2modern") else {
+            throw CLIError("pass --data-dir DIR (a folder with train.jsonl); the built-in data is not installed")
+        }
+        return u
+    }
+
+    func loadExamples(_ file: URL, tokenizer: any TextTokenizer, seqLen: Int) throws -> [Seq2SeqExample] {
+        let (ex, skipped) = try Seq2SeqDataset.load(file: file, tokenizer: tokenizer, seqLen: seqLen, skipBadLines: skipBadLines)
+        if skipped > 0 { eprint("warning: skipped \(skipped) malformed lines in \(file.path)") }
+        return ex
+    }
+
+    func makeTokenizer(_ spec: String, trainFile: URL) throws -> (any TextTokenizer, [String], String, String) {
+        func bertLines() throws -> [String] {
+            guard let u = BundledResources.url("data/bert-base-uncased-vocab.txt") else {
+                throw CLIError("the shipped BERT vocabulary (Resources/data/bert-base-uncased-vocab.txt) is missing")
+            }
+            return try BertWordPieceTokenizer(vocabFile: u).vocab
+        }
+        switch spec {
+        case "bert":
+            let lines = try bertLines()
+            return (try BertWordPieceTokenizer(lines: lines), lines, "wordpiece", "bert")
+        case "build":
+            let (pairs, _) = try Seq2SeqDataset.readPairs(file: trainFile, skipBadLines: skipBadLines)
+            let full = try BertWordPieceTokenizer(lines: try bertLines())
+            let lines = full.subsetVocabulary(texts: pairs.flatMap { [$0.src, $0.trg] })
+            eprint("vocab: built \(lines.count) WordPiece tokens from \(pairs.count) training pairs")
+            return (try BertWordPieceTokenizer(lines: lines), lines, "wordpiece", "vocab.txt")
+        default:
+            if spec.hasPrefix("wordpiece:") {
+                let u = URL(fileURLWithPath: String(spec.dropFirst("wordpiece:".count)))
+                let t = try BertWordPieceTokenizer(vocabFile: u)
+                return (t, t.vocab, "wordpiece", "vocab.txt")
+            }
+            let t = try CustomVocabTokenizer(vocabFile: URL(fileURLWithPath: spec))
+            return (t, Array(t.vocab.dropFirst(4)), "custom", "vocab.txt")
+        }
+    }
+
+    func loop(_ trainer: Trainer, output: URL, vocabLines: [String], args: [String: Any], elapsed: Double) throws {
+        let opts = trainer.options
+        let logURL = output.appendingPathComponent("train_log.jsonl")
+        // Keep only log lines of steps already covered by the checkpoint we start from.
+        var kept = ""
+        if let old = try? String(contentsOf: logURL, encoding: .utf8) {
+            for line in old.split(separator: "\n") {
+                if let d = line.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+                   let s = (o["step"] as? NSNumber)?.intValue, s <= trainer.step { kept += line + "\n" }
+            }
+        }
+        try AtomicFile.write(kept.data(using: .utf8) ?? Data(), to: logURL)
+        guard let log = FileHandle(forWritingAtPath: logURL.path) else { throw CLIError("cannot write \(logURL.path)") }
+        log.seekToEndOfFile()
+        defer { try? log.close() }
+        let startStep = trainer.step
+        let endStep = min(opts.steps, stopAfter.map { startStep + max(0, $0) } ?? opts.steps)
+        let progress = ProgressReporter("steps", total: endStep, unit: "step")
+        let t0 = Date()
+        var lastSaved = startStep
+        var lossEMA: Double?
+        var lastNLL = Double.nan
+        func save() throws {
+            let url = try trainer.saveCheckpoint(to: output, vocabLines: vocabLines, trainingArgs: args,
+                                                 elapsedSeconds: elapsed + Date().timeIntervalSince(t0))
+            lastSaved = trainer.step
+            eprint("\ncheckpoint: \(url.path)")
+        }
+        while trainer.step < endStep {
+            if Interrupt.requested {
+                eprint("\ninterrupted at step \(trainer.step): saving a checkpoint")
+                if trainer.step > lastSaved { try save() }
+                throw ExitCode(130)
+            }
+            let rep = trainer.trainStep()
+            guard rep.loss.isFinite else {
+                eprint("\nerror: the loss became \(rep.loss) at step \(rep.step) (lr \(rep.lr)); stopping. The last good checkpoint (step \(lastSaved)) is kept in \(output.path). Try a lower --lr or --clip 1.")
+                throw ExitCode(1)
+            }
+            let nllText = rep.nll.isNaN ? "null" : String(format: "%.7g", rep.nll)
+            if !rep.nll.isNaN { lastNLL = rep.nll }
+            let line = String(format: "{\"step\": %d, \"loss\": %.7g, \"mse\": %.7g, \"decoder_nll\": %.7g, \"tT\": %.7g, \"nll\": %@, \"lr\": %.7g, \"grad_norm\": %.7g, \"seconds\": %.4f, \"tokens\": %d}\n",
+                              rep.step, rep.loss, rep.mse, rep.decoderNLL, rep.tT, nllText, rep.lr, rep.gradNorm, rep.seconds, rep.tokens)
+            log.write(line.data(using: .utf8) ?? Data())
+            lossEMA = lossEMA.map { 0.9 * $0 + 0.1 * rep.loss } ?? rep.loss
+            let tps = Double(rep.tokens) / max(rep.seconds, 1e-9)
+            progress.update(trainer.step, extra: String(format: " loss %.4f (mse %.4f nll %.3f dec %.4f) %.0f tok/s", lossEMA ?? rep.loss, rep.mse, lastNLL, rep.decoderNLL, tps))
+            if trainer.step % opts.saveInterval == 0 || trainer.step == opts.steps { try save() }
+        }
+        if trainer.step > lastSaved { try save() }
+        eprint(String(format: "done: %d steps in %@ (this run)", trainer.step - startStep, ProgressReporter.time(Date().timeIntervalSince(t0))))
+    }
+}

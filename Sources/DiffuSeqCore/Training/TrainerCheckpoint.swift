@@ -1,0 +1,123 @@
+import Foundation
+
+/// Everything besides the tensors that an exact resume needs.
+struct TrainerState: Codable {
+    var step: Int
+    var adamStep: Int
+    var rng: SeededRandom
+    var permutation: [Int]
+    var cursor: Int
+    var sampler: TimestepSampler
+    var options: TrainingOptions
+    var config: ModelConfig
+    var elapsedSeconds: Double
+}
+
+extension Trainer {
+    /// Writes `ckpt-<step>/` into `output` atomically (a temporary folder renamed into place):
+    /// the EMA weights as an official state dict (`model.safetensors`), `training_args.json`,
+    /// `bert_config.json`, the vocabulary, and the resumable state (`state.safetensors` + `state.json`).
+    /// Older checkpoints beyond `keepCheckpoints` are removed only after the new one is in place.
+    @discardableResult
+    public func saveCheckpoint(to output: URL, vocabLines: [String], trainingArgs: [String: Any],
+                               elapsedSeconds: Double) throws -> URL {
+        let fm = FileManager.default
+        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        let name = String(format: "ckpt-%06d", step)
+        let final = output.appendingPathComponent(name)
+        let tmp = output.appendingPathComponent(".\(name).tmp-\(ProcessInfo.processInfo.processIdentifier)")
+        try? fm.removeItem(at: tmp)
+        do {
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+            let c = model.config
+            let configJSON = String(data: try JSONEncoder().encode(c), encoding: .utf8) ?? "{}"
+            let meta = ["format": "pt", "source": "diffuseq-swift \(DiffuSeqVersion.string)", "step": "\(step)",
+                        "ema_rate": "\(options.emaRates[0])", "config": configJSON]
+            try SafeTensors.write(try ModelCheckpoint.stateDict(model, buffer: ema.buffers[0], metadata: meta),
+                                  to: tmp.appendingPathComponent("model.safetensors"))
+            var args = trainingArgs
+            args["learning_steps"] = options.steps
+            args["ema_rate"] = options.emaRates.map { "\($0)" }.joined(separator: ",")
+            args["seed"] = options.seed
+            args["lr"] = options.lr
+            args["batch_size"] = options.batchSize
+            args["microbatch"] = options.microbatch
+            args["schedule_sampler"] = options.scheduleSampler.rawValue
+            args["step"] = step
+            try ModelCheckpoint.writeJSON(ModelCheckpoint.trainingArgs(c, extra: args), to: tmp.appendingPathComponent("training_args.json"))
+            try ModelCheckpoint.writeJSON(ModelCheckpoint.bertConfig(c), to: tmp.appendingPathComponent("bert_config.json"))
+            try AtomicFile.write((vocabLines.joined(separator: "\n") + "\n").data(using: .utf8) ?? Data(),
+                                 to: tmp.appendingPathComponent("vocab.txt"))
+            var tensors = [try NamedTensor(name: "params", shape: [model.params.count], floats: model.params.array),
+                           try NamedTensor(name: "adam.m", shape: [adam.m.count], floats: adam.m.array),
+                           try NamedTensor(name: "adam.v", shape: [adam.v.count], floats: adam.v.array)]
+            for (i, e) in ema.buffers.enumerated() {
+                tensors.append(try NamedTensor(name: "ema.\(i)", shape: [e.count], floats: e.array))
+            }
+            try SafeTensors.write(try TensorArchive(tensors: tensors, metadata: ["what": "diffuseq-swift resumable training state"]),
+                                  to: tmp.appendingPathComponent("state.safetensors"))
+            let state = TrainerState(step: step, adamStep: adam.step, rng: rng, permutation: permutation, cursor: cursor,
+                                     sampler: sampler, options: options, config: c, elapsedSeconds: elapsedSeconds)
+            try AtomicFile.write(try JSONEncoder().encode(state), to: tmp.appendingPathComponent("state.json"))
+            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            try fm.moveItem(at: tmp, to: final)
+        } catch {
+            try? fm.removeItem(at: tmp)
+            throw EngineError.io("cannot write checkpoint \(final.path): \(error) (previous checkpoints are intact)")
+        }
+        let all = ((try? fm.contentsOfDirectory(atPath: output.path)) ?? []).filter { $0.hasPrefix("ckpt-") }.sorted()
+        if all.count > options.keepCheckpoints {
+            for old in all.prefix(all.count - options.keepCheckpoints) { try? fm.removeItem(at: output.appendingPathComponent(old)) }
+        }
+        return final
+    }
+
+    /// Restores weights, optimiser moments, EMA, RNG, data order and sampler history from a
+    /// checkpoint folder written by `saveCheckpoint`. Returns the elapsed training time so far.
+    public func restore(from folder: URL) throws -> Double {
+        let stateURL = folder.appendingPathComponent("state.json")
+        guard let data = try? Data(contentsOf: stateURL) else {
+            throw EngineError.io("\(stateURL.path): missing (not a resumable checkpoint written by diffuseq train)")
+        }
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw EngineError.io("\(stateURL.path): unreadable (\(error))")
+        }
+        guard state.config == model.config else {
+            throw EngineError.invalidConfig("\(stateURL.path): the checkpoint's model configuration differs from the one requested")
+        }
+        let archive = try SafeTensors.read(folder.appendingPathComponent("state.safetensors"))
+        func load(_ name: String, into b: FloatBuffer) throws {
+            let t = try archive.tensor(name)
+            let v = try t.floats()
+            guard v.count == b.count else {
+                throw EngineError.io("\(folder.path)/state.safetensors: \(name) has \(v.count) values, expected \(b.count)")
+            }
+            b.ptr.update(from: v, count: v.count)
+        }
+        try load("params", into: model.params)
+        try load("adam.m", into: adam.m)
+        try load("adam.v", into: adam.v)
+        for (i, e) in ema.buffers.enumerated() { try load("ema.\(i)", into: e) }
+        adam.step = state.adamStep
+        rng = state.rng
+        permutation = state.permutation
+        cursor = state.cursor
+        sampler = state.sampler
+        step = state.step
+        return state.elapsedSeconds
+    }
+
+    /// The configuration and options stored in a resumable checkpoint.
+    public static func peekState(_ folder: URL) throws -> (ModelConfig, TrainingOptions, Int) {
+        let stateURL = folder.appendingPathComponent("state.json")
+        guard let data = try? Data(contentsOf: stateURL) else {
+            throw EngineError.io("\(stateURL.path): missing (not a resumable checkpoint written by diffuseq train)")
+        }
+        let s: TrainerState
+        do { s = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw EngineError.io("\(stateURL.path): unreadable (\(error))")
+        }
+        return (s.config, s.options, s.step)
+    }
+}
