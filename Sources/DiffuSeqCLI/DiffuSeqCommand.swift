@@ -7,7 +7,7 @@ struct DiffuSeqCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diffuseq",
         abstract: "DiffuSeq in Swift: train, sample, evaluate and explore text diffusion models.",
-        subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, ExploreCommand.self, TraceCommand.self])
+        subcommands: [TrainCommand.self, SampleCommand.self, EvalCommand.self, ExploreCommand.self, TraceCommand.self, BenchCommand.self, ExportCommand.self])
 
     @Flag(name: .long, help: "Print the version, the BLAS kernel in use and the thread count.")
     var version = false

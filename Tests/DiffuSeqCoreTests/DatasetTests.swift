@@ -130,7 +130,7 @@ import Testing
     /// (the fixture's first 792 lines are the sources, the next 792 the targets).
     @Test func kjvTestSplitMatchesFixtureIDs() throws {
         let t = try TokFx.bert()
-        let url = URL(fileURLWithPath: "/work/shared/data/kjv2modern/test.jsonl")
+        let url = Fixtures.repoFile("Resources/data/kjv2modern/test.jsonl")
         let r = try Seq2SeqDataset.load(file: url, tokenizer: t, seqLen: 128)
         #expect(r.examples.count == 792 && r.skipped == 0)
         let lines = try TokFx.bertLines()

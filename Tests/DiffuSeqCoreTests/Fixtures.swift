@@ -9,6 +9,12 @@ enum Fixtures {
         return base.appendingPathComponent("Fixtures").appendingPathComponent(relative)
     }
 
+    /// A file of this repository, e.g. `repoFile("Resources/data/kjv2modern/test.jsonl")`.
+    static func repoFile(_ relative: String) -> URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(relative)
+    }
+
     /// The contents of a fixture file.
     static func data(_ relative: String) throws -> Data { try Data(contentsOf: url(relative)) }
 

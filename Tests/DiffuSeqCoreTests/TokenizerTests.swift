@@ -98,7 +98,7 @@ enum TokFx {
 
     @Test func bertSubsetVocabularyOnTestSplit() throws {
         let full = try TokFx.bert()
-        let url = URL(fileURLWithPath: "/work/shared/data/kjv2modern/test.jsonl")
+        let url = Fixtures.repoFile("Resources/data/kjv2modern/test.jsonl")
         let pairs = try Seq2SeqDataset.readPairs(file: url).pairs
         let texts = pairs.flatMap { [$0.src, $0.trg] }
         let subset = try BertWordPieceTokenizer.buildSubsetVocabulary(vocab: full.vocab, texts: texts)

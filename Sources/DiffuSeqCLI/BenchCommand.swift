@@ -1,0 +1,261 @@
+import ArgumentParser
+import DiffuSeqCore
+import DiffuSeqResources
+import Foundation
+
+/// `diffuseq bench …`: performance figures (benchmarks, not tests).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks: sampling and training speed, explorer responsiveness, quality vs steps.",
+        subcommands: [BenchSample.self, BenchTrain.self, BenchExplore.self, BenchQuality.self])
+}
+
+/// Options common to the speed benchmarks.
+struct BenchOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print one JSON object instead of a table.") var json = false
+    @Option(name: .long, help: "Timed repetitions per case (the median is reported).") var repeats: Int = 5
+    @Option(name: .long, help: "Only these cases (comma-separated names).") var cases: String?
+    @Option(name: .long, help: ArgumentHelp(visibility: .private)) var child: String?
+}
+
+/// Peak resident memory of this process in MB (getrusage ru_maxrss).
+func peakMemoryMB() -> Double {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Double(u.ru_maxrss) / 1024
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Runs each case in a fresh child process (so peak memory is per case) and gathers JSON results.
+func runCases(_ names: [String], subcommand: [String], opts: BenchOptions) throws -> [[String: Any]] {
+    var results: [[String: Any]] = []
+    for name in names {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        if !FileManager.default.isExecutableFile(atPath: p.executableURL?.path ?? "") {
+            p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        }
+        p.arguments = subcommand + ["--child", name, "--repeats", String(opts.repeats)]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0, let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CLIError("benchmark case \(name) failed (exit \(p.terminationStatus))")
+        }
+        results.append(obj)
+        if !opts.json { eprint("  done: \(name)") }
+    }
+    return results
+}
+
+func blasLine() -> [String: Any] {
+    guard let i = try? BLAS.info() else { return ["kernel": "unavailable"] }
+    return ["kernel": i.coreName, "threads": i.threads, "coretype_set_by_diffuseq": i.chosenCoreType ?? ""]
+}
+
+func printJSON(_ obj: Any) {
+    if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), let s = String(data: d, encoding: .utf8) { print(s) }
+}
+
+/// Shape of a benchmark case.
+struct BenchShape {
+    var name: String, config: ModelConfig, batch: Int
+    static func all() -> [BenchShape] {
+        [BenchShape(name: "base-b1", config: .base, batch: 1),
+         BenchShape(name: "base-b16", config: .base, batch: 16),
+         BenchShape(name: "small-b16", config: .small, batch: 16)]
+    }
+    /// Multiply-adds of one forward pass per token (encoder, projections, attention).
+    var forwardMACsPerToken: Double {
+        let c = config, C = Double(c.width), F = Double(c.ffn), D = Double(c.hiddenDim), T = Double(c.seqLen)
+        let layer = 4 * C * C + 2 * C * F + 2 * T * C
+        let proj = c.hasProjections ? (D * C + C * C + C * C + C * D) : 0
+        return Double(c.layers) * layer + proj
+    }
+}
+
+struct BenchSample: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sample",
+        abstract: "ms per denoising step (model + rounding) and peak memory, random weights: base b1/b16, small b16.")
+    @OptionGroup var opts: BenchOptions
+
+    func run() throws {
+        try runReporting {
+            if let c = opts.child { try child(c); return }
+            let targets = ["base-b1": 100.0, "base-b16": 1300.0, "small-b16": 150.0]
+            let pytorch = ["base-b1": 194.0, "base-b16": 2340.0, "small-b16": 1020.0]
+            let names = opts.cases.map { $0.split(separator: ",").map(String.init) } ?? BenchShape.all().map(\.name)
+            if !opts.json { eprint("bench sample: \(names.joined(separator: ", ")) (each in its own process)") }
+            let res = try runCases(names, subcommand: ["bench", "sample"], opts: opts)
+            if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
+            let b = blasLine()
+            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads")
+            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB")
+            for r in res {
+                let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
+                print(String(format: "%-11@ %12.1f %12.0f %9.0f %11.2fx %9.0f", n as NSString, ms, targets[n] ?? .nan,
+                             pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan))
+            }
+        }
+    }
+
+    func child(_ name: String) throws {
+        guard let shape = BenchShape.all().first(where: { $0.name == name }) else { throw CLIError("unknown case \(name)") }
+        let model = try TransformerNetModel(config: shape.config)
+        model.initialise(seed: 1)
+        let sampler = try DiffusionSampler(model: model)
+        let T = shape.config.seqLen, B = shape.batch
+        var ids = [Int](repeating: 0, count: B * T), mask = [Int](repeating: 1, count: B * T)
+        for b in 0..<B { for t in 0..<(T / 2) { ids[b * T + t] = 1000 + t; mask[b * T + t] = 0 } }
+        let steps = max(3, opts.repeats) + 2
+        var stamps: [Date] = []
+        _ = try sampler.run(ids: ids, mask: mask, batch: B, seeds: (0..<B).map { UInt64($0) },
+                            options: SamplerOptions(kind: .ddpm, steps: steps, decodeEveryStep: false),
+                            onFrame: { _ in stamps.append(Date()) })
+        let times = zip(stamps.dropFirst(), stamps).map { $0.timeIntervalSince($1) * 1000 }.dropFirst()
+        printJSON(["case": name, "ms_per_step": median(Array(times)), "steps_timed": times.count, "batch": B,
+                   "peak_mb": peakMemoryMB(), "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
+    }
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train",
+        abstract: "ms per training step, tokens/s, GFLOP/s and peak memory: base and small, batch 16, seq 128, V 30,522.")
+    @OptionGroup var opts: BenchOptions
+
+    func run() throws {
+        try runReporting {
+            if let c = opts.child { try child(c); return }
+            let names = opts.cases.map { $0.split(separator: ",").map(String.init) } ?? ["small-b16", "base-b16"]
+            let pytorch: [String: (Double, Double)] = ["base-b16": (11400, 6100), "small-b16": (2330, 2600)]
+            let targets = ["base-b16": 5000.0, "small-b16": 800.0]
+            if !opts.json { eprint("bench train: \(names.joined(separator: ", ")) (each in its own process)") }
+            let res = try runCases(names, subcommand: ["bench", "train"], opts: opts)
+            if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
+            let b = blasLine()
+            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads")
+            print("case        ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)")
+            for r in res {
+                let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
+                let pt = pytorch[n] ?? (.nan, .nan)
+                print(String(format: "%-11@ %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f)", n as NSString, ms, targets[n] ?? .nan, pt.0,
+                             pt.0 / ms, (r["tokens_per_s"] as? Double) ?? .nan, (r["gflops"] as? Double) ?? .nan,
+                             (r["peak_mb"] as? Double) ?? .nan, pt.1))
+            }
+        }
+    }
+
+    func child(_ name: String) throws {
+        guard let shape = BenchShape.all().first(where: { $0.name == name }) else { throw CLIError("unknown case \(name)") }
+        let c = shape.config, T = c.seqLen, B = shape.batch
+        let model = try TransformerNetModel(config: c)
+        model.initialise(seed: 1)
+        var rng = SeededRandom(seed: 3)
+        let examples = (0..<(B * 2)).map { i -> Seq2SeqExample in
+            var ids = [Int](repeating: 0, count: T), mask = [Int](repeating: 1, count: T)
+            for t in 0..<T { ids[t] = 1000 + rng.int(below: 20000); if t < T / 2 { mask[t] = 0 } }
+            return Seq2SeqExample(src: "", trg: "", ids: ids, mask: mask, line: i + 1)
+        }
+        var o = TrainingOptions()
+        o.batchSize = B; o.microbatch = B; o.steps = 1000; o.scheduleSampler = .uniform
+        let trainer = try Trainer(model: model, examples: examples, options: o)
+        _ = trainer.trainStep()  // warm-up
+        var times: [Double] = []
+        for _ in 0..<max(2, opts.repeats) { times.append(trainer.trainStep().seconds * 1000) }
+        let ms = median(times)
+        let V = Double(c.vocabSize), D = Double(c.hiddenDim), tokens = Double(B * T)
+        // forward + backward of the network (3× forward) + decoder_nll's three vocabulary GEMMs
+        // (+ the logged nll's one GEMM every nllEvery steps, averaged).
+        let flops = 2 * (3 * shape.forwardMACsPerToken * tokens + 3 * tokens * V * D + tokens * V * D / Double(o.nllEvery))
+        printJSON(["case": name, "ms_per_step": ms, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
+                   "peak_mb": peakMemoryMB(), "batch": B, "seq_len": T])
+    }
+}
+
+struct BenchExplore: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "explore",
+        abstract: "Explorer responsiveness: key → redraw, Enter → first and last frame of a live 200-step paraphrase.")
+    @OptionGroup var model: ModelOptions
+    @Flag(name: .long, help: "Print one JSON object.") var json = false
+    @Option(name: .long, help: "Steps of the live run.") var steps: Int = 200
+
+    func run() throws {
+        try runReporting {
+            let loaded = try model.load()
+            let backend = try EngineBackend(loaded)
+            let m = measureExplorerDetailed(backend: backend, steps: steps)
+            let obj: [String: Any] = ["model": loaded.name, "redraw_ms_mean": m.redraw.meanMs, "redraw_ms_p95": m.redraw.p95Ms,
+                                      "first_frame_ms": m.firstFrameMs, "last_frame_ms": m.lastFrameMs, "frames": m.frames,
+                                      "blas": blasLine()]
+            if json { printJSON(obj); return }
+            print("model \(loaded.name)")
+            print(String(format: "key → redraw (120×40, 4 seeds): mean %.2f ms, p95 %.2f ms   (target ≤ 16 ms)", m.redraw.meanMs, m.redraw.p95Ms))
+            print(String(format: "Enter → first frame: %.1f ms   (target ≤ 100 ms)", m.firstFrameMs))
+            print(String(format: "Enter → last frame (%d steps): %.0f ms   (target ≤ 2000 ms)", m.frames, m.lastFrameMs))
+        }
+    }
+}
+
+struct BenchQuality: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "quality",
+        abstract: "BLEU, ROUGE-L and wall time per sampler and step count, so you can choose.")
+    @OptionGroup var model: ModelOptions
+    @Option(name: .long, help: "Folder with the split's jsonl (default: the built-in kjv2modern data).") var dataDir: String?
+    @Option(name: .long, help: "Split.") var split: String = "test"
+    @Option(name: .long, help: "Examples (the first N of the split).") var limit: Int = 50
+    @Option(name: .long, help: "Seed.") var seed: UInt64 = 101
+    @Option(name: .long, help: "Batch size.") var batchSize: Int = 50
+    @Option(name: .long, help: "Runs as sampler:steps, comma-separated.") var runs: String = "ddpm:2000,ddpm:200,ddpm:50,ddim:50,dpm-solver++:20,dpm-solver++:10"
+    @Flag(name: .long, help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        try runReporting {
+            Interrupt.install()
+            let loaded = try model.load()
+            let gen = try TextGenerator(loaded)
+            let dir = try dataDir.map { URL(fileURLWithPath: $0) } ?? {
+                guard let u = BuiltinData.url else { throw CLIError("pass --data-dir") }
+                return u
+            }()
+            let (ex, _) = try Seq2SeqDataset.load(dataDir: dir, split: split, tokenizer: gen.tokenizer, seqLen: loaded.model.config.seqLen)
+            let inputs = ex.prefix(limit).map { GenerationInput(ids: $0.ids, mask: $0.mask, origin: "\($0.line)") }
+            var rows: [[String: Any]] = []
+            for spec in runs.split(separator: ",") {
+                let parts = spec.split(separator: ":")
+                guard parts.count == 2, let kind = SamplerKind(rawValue: String(parts[0])), let n = Int(parts[1]) else {
+                    throw CLIError("--runs: \"\(spec)\" is not sampler:steps")
+                }
+                let steps = min(n, loaded.model.config.diffusionSteps)
+                let t0 = Date()
+                let outs = try gen.generate(Array(inputs), seed: seed, batchSize: batchSize, options: SamplerOptions(kind: kind, steps: steps),
+                                            isCancelled: { Interrupt.requested })
+                let secs = Date().timeIntervalSince(t0)
+                let samples = outs.map { EvaluationSample(recover: $0.recover, reference: $0.reference, source: $0.source) }
+                let rep = try Evaluator.evaluate(sets: [(path: "run", samples: samples)], mbr: false, tokens: .bert)
+                let f = rep.files[0]
+                rows.append(["sampler": kind.rawValue, "steps": steps, "bleu": f.bleu, "rouge_l": f.rougeL, "seconds": secs])
+                if !json { eprint(String(format: "  %@ %d: BLEU %.4f ROUGE-L %.4f  %.1f s", kind.rawValue as NSString, steps, f.bleu, f.rougeL, secs)) }
+            }
+            if json { printJSON(["model": loaded.name, "examples": inputs.count, "runs": rows]); return }
+            print("model \(loaded.name), \(inputs.count) examples of \(split), seed \(seed)")
+            print("sampler        steps     BLEU   ROUGE-L   wall s")
+            for r in rows {
+                print(String(format: "%-13@ %6d %8.4f %9.4f %8.1f", (r["sampler"] as? String ?? "") as NSString, r["steps"] as? Int ?? 0,
+                             r["bleu"] as? Double ?? .nan, r["rouge_l"] as? Double ?? .nan, r["seconds"] as? Double ?? .nan))
+            }
+        }
+    }
+}
+
+/// The shipped kjv2modern data folder.
+enum BuiltinData {
+    static var url: URL? { BundledResources.url("data/kjv2modern") }
+}
