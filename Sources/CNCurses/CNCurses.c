@@ -1,4 +1,5 @@
 #include "CNCurses.h"
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,3 +127,26 @@ void cn_install_signal_handlers(void) {
 }
 
 int cn_stop_signal(void) { return cn_stop; }
+
+/* Interrupt flag for the batch commands (train, sample, trace): a volatile sig_atomic_t that the
+   handler sets, read through a function so the compiler never hoists the read out of a loop. */
+static volatile sig_atomic_t cn_interrupt = 0;
+static void cn_on_interrupt(int sig) {
+    if (cn_interrupt) _exit(130);
+    cn_interrupt = sig;
+}
+void cn_install_interrupt(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cn_on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* A launcher may have started us with these blocked; the mask is inherited. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+int cn_interrupted(void) { return cn_interrupt; }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CNCurses
 import DiffuSeqCore
 import DiffuSeqResources
 import Foundation
@@ -25,17 +26,10 @@ func runReporting(_ body: () throws -> Void) throws {
 
 /// A flag set by SIGINT/SIGTERM so long runs can stop cleanly (save, restore the terminal).
 enum Interrupt {
-    nonisolated(unsafe) static var flag: Int32 = 0
-    static var requested: Bool { flag != 0 }
-    /// Installs handlers for SIGINT and SIGTERM that only set the flag; a second Ctrl-C exits.
-    static func install() {
-        let handler: @convention(c) (Int32) -> Void = { _ in
-            if Interrupt.flag != 0 { _exit(130) }
-            Interrupt.flag = 1
-        }
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
-    }
+    /// Whether SIGINT or SIGTERM arrived.
+    static var requested: Bool { cn_interrupted() != 0 }
+    /// Installs handlers for SIGINT and SIGTERM that only set the flag; a second signal exits.
+    static func install() { cn_install_interrupt() }
 }
 
 /// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise.

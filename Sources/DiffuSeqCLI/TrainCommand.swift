@@ -75,7 +75,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            Interrupt.install()
+            Interrupt.install()  // also unblocks SIGINT/SIGTERM if a launcher handed them to us blocked
             if let t = threads {
                 guard t >= 1 else { throw CLIError("--threads must be at least 1") }
                 try BLAS.setThreads(t); setKernelThreads(t)
@@ -135,7 +135,15 @@ struct TrainCommand: ParsableCommand {
                                    "dataset": dataURL.lastPathComponent, "notes": "diffuseq-swift", "loss": r.loss,
                                    "warmup": r.warmup, "gradient_clipping": r.clip, "weight_decay": r.weightDecay,
                                    "preset": preset ?? "", "checkpoint_path": outURL.path]
-        try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+        } catch {
+            // Foundation's error text is an unreadable NSError dump; name the folder and the POSIX reason.
+            let ns = error as NSError
+            let posix = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? $0 : nil }
+            let reason = posix.map { String(cString: strerror(Int32($0.code))) } ?? ns.localizedDescription
+            throw CLIError("cannot create the output folder \(outURL.path): \(reason)")
+        }
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)

@@ -166,3 +166,42 @@ struct ScheduleTests {
         #expect(throws: EngineError.self) { try NoiseSchedule.spaceTimesteps(10, "abc") }
     }
 }
+
+@Suite("Fast samplers")
+struct FastSamplerTests {
+    func run(_ kind: SamplerKind, steps: Int, rounding: Bool = true) throws -> SampleResult {
+        let g = try Golden("golden.safetensors")
+        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        return try sampler.run(ids: g.i64("batch.input_ids"), mask: g.i64("batch.input_mask"), batch: 2, seeds: [5, 6],
+                               options: SamplerOptions(kind: kind, steps: steps, rounding: rounding))
+    }
+
+    @Test("DDIM on the full process equals the official DDIM path at steps = T")
+    func ddimFullEqualsOfficial() throws {
+        let a = try run(.ddim, steps: 50), b = try run(.ddimOfficial, steps: 50)
+        #expect(maxAbsDiff(a.sample, b.sample).0 <= 1e-6)
+        #expect(a.tokens == b.tokens)
+    }
+
+    @Test("DPM-Solver++ with 2 steps is first order, i.e. DDIM η=0 (with and without rounding)")
+    func dpmFirstOrderIsDDIM() throws {
+        for r in [true, false] {
+            let a = try run(.dpmSolver, steps: 2, rounding: r), b = try run(.ddim, steps: 2, rounding: r)
+            let (d, _) = maxAbsDiff(a.sample, b.sample)
+            #expect(d <= 1e-5, "rounding \(r): max |diff| \(d)")
+        }
+    }
+
+    @Test("DPM-Solver++ second-order steps differ from DDIM and stay finite")
+    func dpmSecondOrder() throws {
+        let a = try run(.dpmSolver, steps: 10, rounding: false), b = try run(.ddim, steps: 10, rounding: false)
+        #expect(a.sample.allSatisfy { $0.isFinite })
+        #expect(maxAbsDiff(a.sample, b.sample).0 > 1e-4)
+    }
+
+    @Test("steps beyond T and zero steps are clear errors")
+    func badSteps() throws {
+        #expect(throws: EngineError.self) { try run(.ddpm, steps: 51) }
+        #expect(throws: EngineError.self) { try run(.ddpm, steps: 0) }
+    }
+}

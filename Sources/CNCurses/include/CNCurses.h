@@ -68,5 +68,9 @@ void cn_refresh(void);
 void cn_install_signal_handlers(void);
 /// The signal number that asked us to stop (0: none).
 int cn_stop_signal(void);
+/// Installs SIGINT/SIGTERM handlers that set a flag (a second signal exits with 130) and unblocks them.
+void cn_install_interrupt(void);
+/// The signal that asked a batch command to stop (0: none).
+int cn_interrupted(void);
 
 #endif

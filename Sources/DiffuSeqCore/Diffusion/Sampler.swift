@@ -15,12 +15,15 @@ public struct SamplerOptions: Sendable, Equatable {
     public var clipDenoised: Bool
     /// Compute the lm_head read-out after every step (the explorer) or only after the last.
     public var decodeEveryStep: Bool
+    /// Round x̂₀ to the nearest embedding (official `denoised_fn_round`) where `clampStep` allows.
+    /// DiffuSeq-v2's DPM-Solver++ did not round; here every sampler rounds unless this is false.
+    public var rounding: Bool
 
     /// Creates options; defaults are the official sampler at the model's full step count.
     public init(kind: SamplerKind = .ddpm, steps: Int, clampStep: Int = 0, topP: Double = -1,
-                clipDenoised: Bool = false, decodeEveryStep: Bool = false) {
+                clipDenoised: Bool = false, decodeEveryStep: Bool = false, rounding: Bool = true) {
         self.kind = kind; self.steps = steps; self.clampStep = clampStep; self.topP = topP
-        self.clipDenoised = clipDenoised; self.decodeEveryStep = decodeEveryStep
+        self.clipDenoised = clipDenoised; self.decodeEveryStep = decodeEveryStep; self.rounding = rounding
     }
 }
 
@@ -153,8 +156,9 @@ public final class DiffusionSampler: @unchecked Sendable {
                     if let r = rp.baseAddress, let m = mp.baseAddress { index.nearest(out, rows: B * T, ids: r, margins: m) }
                 }
             }
-            let roundNow = o.kind == .ddimOfficial || i >= o.clampStep
-            if roundNow && o.kind != .dpmSolver {
+            // The official DDIM path rounds at every step; the others where i ≥ clamp_step.
+            let roundNow = o.rounding && (o.kind == .ddimOfficial || process.timestepMap[i] >= o.clampStep)
+            if roundNow {
                 for r in 0..<(B * T) {
                     (x0r.ptr + r * D).update(from: index.table.ptr + Int(rounded[r]) * D, count: D)
                 }

@@ -2,7 +2,9 @@ import Foundation
 
 /// `torch.optim.AdamW` (single-tensor CPU formula, torch 2.x), over the flat parameter buffer.
 struct AdamW {
-    var beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0
+    /// β₁, β₂ are kept in Double like torch's Python floats: `1 − β` and the bias corrections must be
+    /// computed from the exact decimal values (1 − Float(0.999) is 1.3e-5 off from torch's 1e-3).
+    var beta1: Double = 0.9, beta2: Double = 0.999, eps: Float = 1e-8, weightDecay: Float = 0
     /// Number of updates done (Adam's `step`).
     var step = 0
     let m: FloatBuffer, v: FloatBuffer
@@ -15,10 +17,10 @@ struct AdamW {
     /// One update of `params` with gradient `grads` at learning rate `lr`.
     mutating func update(params: FloatBuffer, grads: FloatBuffer, lr: Double) {
         step += 1
-        let bc1 = 1 - pow(Double(beta1), Double(step)), bc2 = 1 - pow(Double(beta2), Double(step))
+        let bc1 = 1 - pow(beta1, Double(step)), bc2 = 1 - pow(beta2, Double(step))
         let stepSize = Float(lr / bc1), bc2Sqrt = Float(bc2.squareRoot())
         let decay = Float(1 - lr * Double(weightDecay))
-        let b1 = 1 - beta1, b2 = beta2, ob2 = 1 - beta2, e = eps
+        let b1 = Float(1 - beta1), b2 = Float(beta2), ob2 = Float(1 - beta2), e = eps
         let p = params.ptr, g = grads.ptr, mp = m.ptr, vp = v.ptr
         let applyDecay = weightDecay != 0
         parallelRows(params.count, minChunk: 65536) { lo, hi in

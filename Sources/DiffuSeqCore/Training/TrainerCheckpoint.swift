@@ -30,7 +30,11 @@ extension Trainer {
         do {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
             let c = model.config
-            let configJSON = String(data: try JSONEncoder().encode(c), encoding: .utf8) ?? "{}"
+            // Sorted keys: JSONEncoder's key order varies between processes, which made identical training
+            // runs write different model.safetensors bytes (the config is part of the metadata).
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let configJSON = String(data: try encoder.encode(c), encoding: .utf8) ?? "{}"
             let meta = ["format": "pt", "source": "diffuseq-swift \(DiffuSeqVersion.string)", "step": "\(step)",
                         "ema_rate": "\(options.emaRates[0])", "config": configJSON]
             try SafeTensors.write(try ModelCheckpoint.stateDict(model, buffer: ema.buffers[0], metadata: meta),
@@ -58,7 +62,7 @@ extension Trainer {
                                   to: tmp.appendingPathComponent("state.safetensors"))
             let state = TrainerState(step: step, adamStep: adam.step, rng: rng, permutation: permutation, cursor: cursor,
                                      sampler: sampler, options: options, config: c, elapsedSeconds: elapsedSeconds)
-            try AtomicFile.write(try JSONEncoder().encode(state), to: tmp.appendingPathComponent("state.json"))
+            try AtomicFile.write(try encoder.encode(state), to: tmp.appendingPathComponent("state.json"))
             if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
             try fm.moveItem(at: tmp, to: final)
         } catch {
