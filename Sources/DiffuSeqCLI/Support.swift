@@ -41,14 +41,19 @@ final class ProgressReporter {
     let tty = isatty(2) != 0
     private var lastPrint = Date.distantPast
 
-    init(_ label: String, total: Int, unit: String) { self.label = label; self.total = total; self.unit = unit }
+    /// Work already done before this run (a resumed training), excluded from the rate.
+    let initial: Int
+
+    init(_ label: String, total: Int, unit: String, initial: Int = 0) {
+        self.label = label; self.total = total; self.unit = unit; self.initial = initial
+    }
 
     func update(_ done: Int, extra: String = "", force: Bool = false) {
         let now = Date()
         if !force && now.timeIntervalSince(lastPrint) < (tty ? 0.1 : 5) && done < total { return }
         lastPrint = now
         let el = now.timeIntervalSince(start)
-        let rate = el > 0 ? Double(done) / el : 0
+        let rate = el > 0 ? Double(done - initial) / el : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let pct = total > 0 ? Double(done) / Double(total) : 1
         let stats = String(format: "%d/%d %@  %.2f %@/s  ETA %@", done, total, label, rate, unit, Self.time(eta))

@@ -238,7 +238,7 @@ struct TrainCommand: ParsableCommand {
         defer { try? log.close() }
         let startStep = trainer.step
         let endStep = min(opts.steps, stopAfter.map { startStep + max(0, $0) } ?? opts.steps)
-        let progress = ProgressReporter("steps", total: endStep, unit: "step")
+        let progress = ProgressReporter("steps", total: endStep, unit: "step", initial: startStep)
         let t0 = Date()
         var lastSaved = startStep
         var lossEMA: Double?
