@@ -213,7 +213,7 @@ struct BenchQuality: ParsableCommand {
     @Option(name: .long, help: "Examples (the first N of the split).") var limit: Int = 50
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 101
     @Option(name: .long, help: "Batch size.") var batchSize: Int = 50
-    @Option(name: .long, help: "Runs as sampler:steps, comma-separated.") var runs: String = "ddpm:2000,ddpm:200,ddpm:50,ddim:50,dpm-solver++:20,dpm-solver++:10"
+    @Option(name: .long, help: "Runs as sampler:steps or sampler:steps:noround, comma-separated.") var runs: String = "ddpm:2000,ddpm:200,ddpm:50,ddim:50,dpm-solver++:20,dpm-solver++:10"
     @Flag(name: .long, help: "Print one JSON object.") var json = false
 
     func run() throws {
@@ -230,25 +230,27 @@ struct BenchQuality: ParsableCommand {
             var rows: [[String: Any]] = []
             for spec in runs.split(separator: ",") {
                 let parts = spec.split(separator: ":")
-                guard parts.count == 2, let kind = SamplerKind(rawValue: String(parts[0])), let n = Int(parts[1]) else {
-                    throw CLIError("--runs: \"\(spec)\" is not sampler:steps")
+                guard parts.count == 2 || (parts.count == 3 && parts[2] == "noround"),
+                      let kind = SamplerKind(rawValue: String(parts[0])), let n = Int(parts[1]) else {
+                    throw CLIError("--runs: \"\(spec)\" is not sampler:steps or sampler:steps:noround")
                 }
+                let rounding = parts.count == 2
                 let steps = min(n, loaded.model.config.diffusionSteps)
                 let t0 = Date()
-                let outs = try gen.generate(Array(inputs), seed: seed, batchSize: batchSize, options: SamplerOptions(kind: kind, steps: steps),
+                let outs = try gen.generate(Array(inputs), seed: seed, batchSize: batchSize, options: SamplerOptions(kind: kind, steps: steps, rounding: rounding),
                                             isCancelled: { Interrupt.requested })
                 let secs = Date().timeIntervalSince(t0)
                 let samples = outs.map { EvaluationSample(recover: $0.recover, reference: $0.reference, source: $0.source) }
                 let rep = try Evaluator.evaluate(sets: [(path: "run", samples: samples)], mbr: false, tokens: .bert)
                 let f = rep.files[0]
-                rows.append(["sampler": kind.rawValue, "steps": steps, "bleu": f.bleu, "rouge_l": f.rougeL, "seconds": secs])
-                if !json { eprint(String(format: "  %@ %d: BLEU %.4f ROUGE-L %.4f  %.1f s", kind.rawValue as NSString, steps, f.bleu, f.rougeL, secs)) }
+                rows.append(["sampler": kind.rawValue + (rounding ? "" : " (no rounding)"), "steps": steps, "bleu": f.bleu, "rouge_l": f.rougeL, "seconds": secs])
+                if !json { eprint(String(format: "  %@ %d: BLEU %.4f ROUGE-L %.4f  %.1f s", (kind.rawValue + (rounding ? "" : " no-round")) as NSString, steps, f.bleu, f.rougeL, secs)) }
             }
             if json { printJSON(["model": loaded.name, "examples": inputs.count, "runs": rows]); return }
             print("model \(loaded.name), \(inputs.count) examples of \(split), seed \(seed)")
-            print("sampler        steps     BLEU   ROUGE-L   wall s")
+            print("sampler                      steps     BLEU   ROUGE-L   wall s")
             for r in rows {
-                print(String(format: "%-13@ %6d %8.4f %9.4f %8.1f", (r["sampler"] as? String ?? "") as NSString, r["steps"] as? Int ?? 0,
+                print(String(format: "%-27@ %6d %8.4f %9.4f %8.1f", (r["sampler"] as? String ?? "") as NSString, r["steps"] as? Int ?? 0,
                              r["bleu"] as? Double ?? .nan, r["rouge_l"] as? Double ?? .nan, r["seconds"] as? Double ?? .nan))
             }
         }

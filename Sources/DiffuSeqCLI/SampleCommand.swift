@@ -12,7 +12,7 @@ struct SampleCommand: ParsableCommand {
         Samplers: ddpm (official p_sample loop, respaced to --steps), ddim-official (the official --step
         path with its off-by-gap quirk), ddim (η=0, correct respacing), dpm-solver++ (2M).
         With --seeds 101,102,… one file per seed is written into --output (a folder) as seed<N>_step<clamp>.json,
-        and --mbr adds the MBR selection (mbr.json).
+        and --mbr adds the MBR selection (mbr.jsonl, not matched by eval's *json glob).
         """)
 
     @OptionGroup var model: ModelOptions
@@ -25,7 +25,7 @@ struct SampleCommand: ParsableCommand {
     @Option(name: .long, help: "Denoising steps (default: the model's diffusion steps).") var steps: Int?
     @Option(name: .long, help: "Random seed.") var seed: UInt64 = 101
     @Option(name: .long, help: "Several seeds, comma-separated: one output file per seed.") var seeds: String?
-    @Flag(name: .long, help: "With --seeds: also write the MBR selection (mbr.json).") var mbr = false
+    @Flag(name: .long, help: "With --seeds: also write the MBR selection (mbr.jsonl, not matched by eval's *json glob).") var mbr = false
     @Option(name: .long, help: "Sequences per batch.") var batchSize: Int = 50
     @Option(name: .long, help: "Sampler: ddpm, ddim-official, ddim, dpm-solver++.") var sampler: String = "ddpm"
     @Option(name: .long, help: "Round x̂₀ to the nearest embedding at steps i ≥ K (official --clamp_step; 0 = every step).") var clampStep: Int = 0
@@ -76,13 +76,14 @@ struct SampleCommand: ParsableCommand {
             }
             if mbr, let out = output {
                 let sets = all.map { $0.map { EvaluationSample(recover: $0.recover, reference: $0.reference, source: $0.source) } }
+                let specials: SpecialTokens = loaded.tokenizer is CustomVocabTokenizer ? .custom : .bert
                 var lines: [String] = []
                 for i in 0..<inputs.count {
-                    let cands = sets.map { Metrics.words(Metrics.cleanRecover($0[i].recover, tokens: .bert)) }
+                    let cands = sets.map { Metrics.words(Metrics.cleanRecover($0[i].recover, tokens: specials)) }
                     let pick = Metrics.mbrIndex(cands)
                     lines.append(all[pick][i].jsonLine)
                 }
-                let url = URL(fileURLWithPath: out).appendingPathComponent("mbr.json")
+                let url = URL(fileURLWithPath: out).appendingPathComponent("mbr.jsonl")
                 try AtomicFile.write((lines.joined(separator: "\n") + "\n").data(using: .utf8) ?? Data(), to: url)
                 eprint("wrote \(url.path) (MBR over \(seedList.count) seeds)")
             }
