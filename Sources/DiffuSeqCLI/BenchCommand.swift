@@ -101,7 +101,7 @@ struct BenchSample: ParsableCommand {
             print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
-                print(String(format: "%-11@ %12.1f %12.0f %9.0f %11.2fx %9.0f", n as NSString, ms, targets[n] ?? .nan,
+                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f", ms, targets[n] ?? .nan,
                              pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan))
             }
         }
@@ -146,7 +146,7 @@ struct BenchTrain: ParsableCommand {
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
                 let pt = pytorch[n] ?? (.nan, .nan)
-                print(String(format: "%-11@ %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f)", n as NSString, ms, targets[n] ?? .nan, pt.0,
+                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f)", ms, targets[n] ?? .nan, pt.0,
                              pt.0 / ms, (r["tokens_per_s"] as? Double) ?? .nan, (r["gflops"] as? Double) ?? .nan,
                              (r["peak_mb"] as? Double) ?? .nan, pt.1))
             }
@@ -250,8 +250,9 @@ struct BenchQuality: ParsableCommand {
             print("model \(loaded.name), \(inputs.count) examples of \(split), seed \(seed)")
             print("sampler                      steps     BLEU   ROUGE-L   wall s")
             for r in rows {
-                print(String(format: "%-27@ %6d %8.4f %9.4f %8.1f", (r["sampler"] as? String ?? "") as NSString, r["steps"] as? Int ?? 0,
-                             r["bleu"] as? Double ?? .nan, r["rouge_l"] as? Double ?? .nan, r["seconds"] as? Double ?? .nan))
+                let name = (r["sampler"] as? String ?? "").padding(toLength: 27, withPad: " ", startingAt: 0)
+                print(name + String(format: " %6d %8.4f %9.4f %8.1f", r["steps"] as? Int ?? 0,
+                                    r["bleu"] as? Double ?? .nan, r["rouge_l"] as? Double ?? .nan, r["seconds"] as? Double ?? .nan))
             }
         }
     }

@@ -181,24 +181,6 @@ enum TraceLine {
     static func num(_ v: Double) -> String { v.isFinite ? "\(v)" : "null" }
     static func num(_ v: Float) -> String { v.isFinite ? "\(v)" : "null" }
 
-    /// A JSON string literal (UTF-8 kept; control characters, quotes and backslashes escaped).
-    static func str(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7F || u.value == 0x2028 || u.value == 0x2029 {
-                    out += String(format: "\\u%04x", u.value)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string literal (UTF-8 kept).
+    static func str(_ s: String) -> String { JSONText.quote(s) }
 }

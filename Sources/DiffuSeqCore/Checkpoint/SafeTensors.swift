@@ -155,7 +155,7 @@ public enum SafeTensors {
         var first = true
         if !archive.metadata.isEmpty {
             json += "\"__metadata__\":{"
-            json += archive.metadata.keys.sorted().map { "\(checkpointJSONString($0)):\(checkpointJSONString(archive.metadata[$0] ?? ""))" }
+            json += archive.metadata.keys.sorted().map { "\(JSONText.quote($0)):\(JSONText.quote(archive.metadata[$0] ?? ""))" }
                 .joined(separator: ",")
             json += "}"
             first = false
@@ -173,7 +173,7 @@ public enum SafeTensors {
             guard !o1, !o2 else { throw CheckpointError(file: file, "tensor '\(t.name)': size overflows") }
             if !first { json += "," }
             first = false
-            json += "\(checkpointJSONString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
+            json += "\(JSONText.quote(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         json += "}"
@@ -202,26 +202,6 @@ public enum SafeTensors {
     }
 }
 
-/// JSON-quotes `s` (escaping quotes, backslashes and control characters).
-func checkpointJSONString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                out += String(format: "\\u%04x", u.value)
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
-}
 
 /// A parsed JSON value; objects keep member order and duplicates (so they can be reported).
 indirect enum CheckpointJSON: CustomStringConvertible {

@@ -19,26 +19,7 @@ public struct GenerationOutput: Sendable, Equatable, Codable {
 
     /// The line as Python's `json.dumps` writes it (keys in this order, non-ASCII escaped).
     public var jsonLine: String {
-        "{\"recover\": \(Self.pyJSON(recover)), \"reference\": \(Self.pyJSON(reference)), \"source\": \(Self.pyJSON(source))}"
-    }
-
-    /// A JSON string literal with `ensure_ascii=True` escaping, as Python's json module.
-    static func pyJSON(_ s: String) -> String {
-        var out = "\""
-        for u in s.utf16 {
-            switch u {
-            case 0x22: out += "\\\""
-            case 0x5C: out += "\\\\"
-            case 0x0A: out += "\\n"
-            case 0x0D: out += "\\r"
-            case 0x09: out += "\\t"
-            case 0x08: out += "\\b"
-            case 0x0C: out += "\\f"
-            case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(u).map { $0 } ?? " ")
-            default: out += String(format: "\\u%04x", u)
-            }
-        }
-        return out + "\""
+        "{\"recover\": \(JSONText.quote(recover, asciiOnly: true)), \"reference\": \(JSONText.quote(reference, asciiOnly: true)), \"source\": \(JSONText.quote(source, asciiOnly: true))}"
     }
 }
 
