@@ -225,11 +225,12 @@ struct FiniteDifferenceTests {
         #expect((kb.map { abs($0) }.max() ?? 1) < 1e-5)
     }
 
-    @Test("the training loss (DiffusionLoss.compute, all three terms, importance weights, t = 0 and t > 0)")
-    func trainingLoss() throws {
+    @Test("the training loss (DiffusionLoss.compute, all three terms, importance weights, t = 0 and t > 0), official and paper (target-only) MSE",
+          arguments: LossVariant.allCases)
+    func trainingLoss(variant: LossVariant) throws {
         let m = try loadTinyModel()
         let g = try Golden("golden.safetensors")
-        let loss = DiffusionLoss(model: m, schedule: try NoiseSchedule(named: "sqrt", steps: 50))
+        let loss = DiffusionLoss(model: m, schedule: try NoiseSchedule(named: "sqrt", steps: 50), variant: variant)
         let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
         let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
         let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")

@@ -53,3 +53,41 @@ struct GradientTests {
         #expect(checked == 49)
     }
 }
+
+@Suite("Paper loss variant")
+struct LossVariantTests {
+    @Test("target-only MSE averages over the target positions only (differs from the official mean over all)")
+    func targetOnly() throws {
+        let g = try Golden("golden.safetensors")
+        let m = try loadTinyModel()
+        let schedule = try NoiseSchedule(named: "sqrt", steps: 50)
+        let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
+        let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")
+        func terms(_ v: LossVariant) -> (LossTerms, [Float]) {
+            let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: false, dropout: false)
+            let t = n1.withUnsafeBufferPointer { a in n2.withUnsafeBufferPointer { b in
+                DiffusionLoss(model: m, schedule: schedule, variant: v).compute(
+                    ids: ids, mask: mask, t: [5, 37], noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: [1, 1],
+                    acts: acts, grads: nil, dropout: nil, computeNLL: false) } }
+            return (t, acts.out.array)
+        }
+        let (official, out) = terms(.official)
+        let (paper, _) = terms(.targetOnly)
+        // Recompute the target-only MSE by hand from x_start and the network output.
+        let E = m.tensor("word_embedding.weight")!, std0 = Float(schedule.sqrtOneMinusAlphasCumprod[0])
+        for b in 0..<2 {
+            var sum: Float = 0, count = 0
+            for p in 0..<16 where mask[b * 16 + p] == 1 {
+                count += 1
+                for j in 0..<16 {
+                    let i = (b * 16 + p) * 16 + j
+                    let xs = E[ids[b * 16 + p] * 16 + j] + std0 * n1[i]
+                    sum += (xs - out[i]) * (xs - out[i])
+                }
+            }
+            #expect(abs(paper.mse[b] - sum / Float(count * 16)) < 1e-5)
+            #expect(abs(paper.mse[b] - official.mse[b]) > 1e-4)
+            #expect(paper.decoderNLL == official.decoderNLL)
+        }
+    }
+}
