@@ -39,7 +39,7 @@ struct ExploreCommand: ParsableCommand {
     @Option(name: .long, help: "Split to read from --data-dir.") var split: String = "test"
     @Option(name: .long, help: "0-based example index in --data-dir's split.") var index: Int?
     @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them).") var seeds: String = "42"
-    @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddim"
+    @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
     @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
     @Option(name: .long, help: "Nearest embeddings listed by the inspector.") var neighbours: Int = 8
     @Option(name: .long, help: ArgumentHelp("Render headless at this size and print the final screen as text.", valueName: "WxH"))

@@ -11,7 +11,7 @@ struct TraceCommand: ParsableCommand {
         Inputs: --text "…" (repeatable) and/or --input FILE.jsonl ({"src","trg"} lines; the target only sets the \
         official truncation, it is never shown to the model). Each example is sampled with one batch row per seed, \
         row b seeded with seeds[b] exactly as `diffuseq explore` does, so `trace` and `explore` with the same \
-        --text/--seeds/--sampler/--steps show the same frames. Defaults match explore: ddim, 200 steps capped at \
+        --text/--seeds/--sampler/--steps show the same frames. Defaults match explore: ddpm, 200 steps capped at \
         the model's T, seed 42.
 
         Output: one JSON object per line, for example e, seed s and step k (lines ordered by example, then \
@@ -48,7 +48,7 @@ struct TraceCommand: ParsableCommand {
     @Option(name: .long, help: "Only the first N examples.") var limit: Int?
     @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
     @Option(name: .long, help: "Seeds, comma-separated: one batch row (and one line per step) each.") var seeds: String = "42"
-    @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddim"
+    @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
     @Option(name: .customLong("top-k-neighbours"), help: "Also list the K nearest embeddings of x̂₀ per position.") var topK: Int = 0
     @Option(name: .long, help: "Output file (written atomically). Default: stdout.") var output: String?
 

@@ -103,7 +103,7 @@ struct ExploreCLITests {
         #expect(r.status == 0, "stderr: \(r.stderr)")
         let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let screen = r.stdout
-        for needle in ["DiffuSeq explorer", "Source how do i cook ?", "sampler ddim · 50 steps of T 50", "Timeline",
+        for needle in ["DiffuSeq explorer", "Source how do i cook ?", "sampler ddpm · 50 steps of T 50", "Timeline",
                        "step 11/50", "Tokens", "[START] how do i cook ? [END] [END]", "Position 10", "pos 10 (3 of 8)",
                        "‖x_t‖", "‖x̂₀‖", "margin", "Noise", "Seeds", "Reference", "what is good ?", "BLEU", "✓ done"] {
             #expect(screen.contains(needle), "missing \(needle.debugDescription) in:\n\(screen)")
