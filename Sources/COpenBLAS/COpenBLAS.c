@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "COpenBLAS.h"
 #include <dlfcn.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ static setint_fn p_set_threads;
 static char load_error[512];
 static int max_threads = 0;      /* the thread count for large products */
 static int current_threads = 0;  /* what OpenBLAS is set to now */
+static volatile int serial_region = 0; /* inside dsq_blas_enter_serial/leave: never change the thread count */
 static char chosen[32];
 
 static const char *pick_coretype(void) {
@@ -46,6 +48,12 @@ void dsq_set_flush_denormals(void) {
 
 static void do_load(void) {
     dsq_set_flush_denormals();
+    /* glibc serves blocks above a dynamic threshold with mmap and returns freed heap tops to the
+       kernel; per-step work buffers of a few MB were then page-faulted (and zeroed by the kernel)
+       on every training step: 6 % of a step. Keep blocks below 64 MB in the heap and the heap's
+       freed memory mapped, so repeated allocations reuse pages. */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user == NULL || user[0] == 0) {
         const char *core = pick_coretype();
@@ -99,7 +107,7 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha, const f
     /* Small products (batch-1 sampling, attention heads) run faster on one thread: waking and
        joining OpenBLAS's workers costs more than the work (measured 3-4x on batch-1 sampling).
        The result does not depend on the thread count (OpenBLAS splits M/N, never K). */
-    if (p_set_threads && max_threads > 1) {
+    if (p_set_threads && max_threads > 1 && !serial_region) {
         int want = (long)m * n * k < (8L << 20) ? 1 : max_threads;
         if (want != current_threads) { p_set_threads(want); current_threads = want; }
     }
@@ -114,3 +122,11 @@ void dsq_sgemm_strided(int count, int transA, int transB, int m, int n, int k, f
         dsq_sgemm(transA, transB, m, n, k, alpha, a + i * strideA, lda, b + i * strideB, ldb, beta,
                   c + i * strideC, ldc);
 }
+
+void dsq_blas_enter_serial(void) {
+    if (!p_sgemm) dsq_blas_load(NULL, 0);
+    if (p_set_threads && current_threads != 1) { p_set_threads(1); current_threads = 1; }
+    serial_region = 1;
+}
+
+void dsq_blas_leave_serial(void) { serial_region = 0; }

@@ -80,7 +80,23 @@ struct TrainCommand: ParsableCommand {
                 guard t >= 1 else { throw CLIError("--threads must be at least 1") }
                 try BLAS.setThreads(t); setKernelThreads(t)
             }
-            if let r = resume { try runResume(URL(fileURLWithPath: r)) } else { try runFresh() }
+            if let r = resume {
+                let fixed: [(String, Bool)] = [
+                    ("--preset", preset != nil), ("--vocab", vocab != nil), ("--seq-len", seqLen != nil),
+                    ("--hidden-dim", hiddenDim != nil), ("--hidden-t-dim", hiddenTDim != nil), ("--layers", layers != nil),
+                    ("--width", width != nil), ("--heads", heads != nil), ("--ffn", ffn != nil),
+                    ("--diffusion-steps", diffusionSteps != nil), ("--noise-schedule", noiseSchedule != nil),
+                    ("--schedule-sampler", scheduleSampler != nil), ("--lr", lr != nil), ("--warmup", warmup != nil),
+                    ("--batch-size", batchSize != nil), ("--microbatch", microbatch != nil), ("--ema-rate", emaRate != nil),
+                    ("--seed", seed != nil), ("--dropout", dropout != nil), ("--attention-dropout", attentionDropout != nil),
+                    ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil)]
+                let given = fixed.filter { $0.1 }.map { $0.0 }
+                guard given.isEmpty else {
+                    throw CLIError("\(given.joined(separator: ", ")): fixed by the checkpoint and cannot change on --resume " +
+                                   "(only --steps, --save-interval, --stop-after, --threads, --data-dir and --output can)")
+                }
+                try runResume(URL(fileURLWithPath: r))
+            } else { try runFresh() }
         }
     }
 
@@ -135,15 +151,7 @@ struct TrainCommand: ParsableCommand {
                                    "dataset": dataURL.lastPathComponent, "notes": "diffuseq-swift", "loss": r.loss,
                                    "warmup": r.warmup, "gradient_clipping": r.clip, "weight_decay": r.weightDecay,
                                    "preset": preset ?? "", "checkpoint_path": outURL.path]
-        do {
-            try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
-        } catch {
-            // Foundation's error text is an unreadable NSError dump; name the folder and the POSIX reason.
-            let ns = error as NSError
-            let posix = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? $0 : nil }
-            let reason = posix.map { String(cString: strerror(Int32($0.code))) } ?? ns.localizedDescription
-            throw CLIError("cannot create the output folder \(outURL.path): \(reason)")
-        }
+        try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
@@ -160,7 +168,15 @@ struct TrainCommand: ParsableCommand {
             ckpt = path.appendingPathComponent(newest)
         }
         let outURL = output.map { URL(fileURLWithPath: $0) } ?? ckpt.deletingLastPathComponent()
-        let (config, opts, step) = try Trainer.peekState(ckpt)
+        var (config, opts, step) = try Trainer.peekState(ckpt)
+        // Extending a run: --steps on resume lengthens the schedule (the linear decay is recomputed over the new
+        // total, a warm restart of the learning rate); --save-interval may change too. Nothing else may.
+        if let s = steps {
+            guard s > step else { throw CLIError("--steps \(s): the checkpoint is already at step \(step); pass a larger total") }
+            if s != opts.steps { eprint("extending the schedule from \(opts.steps) to \(s) steps (learning rate decays linearly to 0 over \(s))") }
+            opts.steps = s
+        }
+        if let v = saveInterval { opts.saveInterval = v }
         let argsData = try Data(contentsOf: ckpt.appendingPathComponent("training_args.json"))
         var args = (try JSONSerialization.jsonObject(with: argsData) as? [String: Any]) ?? [:]
         let tokenizer = try ModelCheckpoint.loadTokenizer(folder: ckpt, args: args, vocabSize: config.vocabSize)
@@ -176,7 +192,8 @@ struct TrainCommand: ParsableCommand {
                   "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
                   "timestep_respacing", "use_plm_init"] { args.removeValue(forKey: k) }
         eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
-        try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed)
+        try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed,
+                 previousLog: ckpt.deletingLastPathComponent().appendingPathComponent("train_log.jsonl"))
     }
 
     func dataFolder() throws -> URL {
@@ -221,12 +238,28 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    func loop(_ trainer: Trainer, output: URL, vocabLines: [String], args: [String: Any], elapsed: Double) throws {
+    static func makeOutputFolder(_ url: URL) throws {
+        do {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        } catch {
+            // Foundation's error text is an unreadable NSError dump; name the folder and the POSIX reason.
+            let ns = error as NSError
+            let posix = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? $0 : nil }
+            let reason = posix.map { String(cString: strerror(Int32($0.code))) } ?? ns.localizedDescription
+            throw CLIError("cannot create the output folder \(url.path): \(reason)")
+        }
+    }
+
+    func loop(_ trainer: Trainer, output: URL, vocabLines: [String], args: [String: Any], elapsed: Double,
+              previousLog: URL? = nil) throws {
         let opts = trainer.options
+        try Self.makeOutputFolder(output)
         let logURL = output.appendingPathComponent("train_log.jsonl")
-        // Keep only log lines of steps already covered by the checkpoint we start from.
+        // Keep only log lines of steps already covered by the checkpoint we start from. Resuming into another
+        // folder starts its log from the original run's log, so the new folder has the whole history.
         var kept = ""
-        if let old = try? String(contentsOf: logURL, encoding: .utf8) {
+        let source = FileManager.default.fileExists(atPath: logURL.path) ? logURL : (previousLog ?? logURL)
+        if let old = try? String(contentsOf: source, encoding: .utf8) {
             for line in old.split(separator: "\n") {
                 if let d = line.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
                    let s = (o["step"] as? NSNumber)?.intValue, s <= trainer.step { kept += line + "\n" }

@@ -6,10 +6,12 @@ import Testing
 /// term wrt every parameter; tiny model, eval mode, t = [0, 37], injected noise).
 @Suite("Loss and gradients vs the official code")
 struct GradientTests {
-    func run(_ objective: LossObjective) throws -> (LossTerms, TransformerNetModel, FloatBuffer) {
+    /// `sparseCap`: nil = the default choice, 0 = dense CE backward, 1_000_000 = sparse on every row.
+    func run(_ objective: LossObjective, sparseCap: Int? = nil) throws -> (LossTerms, TransformerNetModel, FloatBuffer) {
         let g = try Golden("golden.safetensors")
         let m = try loadTinyModel()
         let loss = DiffusionLoss(model: m, schedule: try NoiseSchedule(named: "sqrt", steps: 50))
+        loss.sparseCap = sparseCap
         let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
         let grads = FloatBuffer(count: m.layout.totalCount)
         let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")
@@ -20,6 +22,8 @@ struct GradientTests {
                              grads: grads, objective: objective, dropout: nil)
             }
         }
+        if sparseCap == 0 { #expect(loss.lastSparseRows == 0) }
+        if sparseCap == 1_000_000 && objective.contains(.decoderNLL) { #expect(loss.lastSparseRows == 32) }
         return (terms, m, grads)
     }
 
@@ -34,10 +38,12 @@ struct GradientTests {
     }
 
     @Test("gradient of the loss and of each term matches grads.safetensors for every parameter",
-          arguments: [("grad", 7), ("grad_mse", 1), ("grad_decoder_nll", 2), ("grad_tT", 4)])
-    func gradients(prefix: String, objectiveRaw: Int) throws {
+          arguments: [("grad", 7), ("grad_mse", 1), ("grad_decoder_nll", 2), ("grad_tT", 4)], [-1, 0, 1_000_000])
+    func gradients(term: (String, Int), sparseCap: Int) throws {
+        // sparseCap −1: default CE-gradient path choice, 0: dense GEMMs, 1,000,000: sparse gather/scatter on every row.
+        let (prefix, objectiveRaw) = term
         let gg = try Golden("grads.safetensors")
-        let (_, m, grads) = try run(LossObjective(rawValue: objectiveRaw))
+        let (_, m, grads) = try run(LossObjective(rawValue: objectiveRaw), sparseCap: sparseCap < 0 ? nil : sparseCap)
         var checked = 0
         for e in m.layout.entries {
             let want = gg.f32(prefix + "." + e.key)

@@ -22,6 +22,11 @@ void dsq_blas_set_threads(int n);
 /// Row-major C = alpha * op(A) * op(B) + beta * C (cblas_sgemm with CblasRowMajor).
 void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/// Between enter and leave, OpenBLAS runs single-threaded and `dsq_sgemm` may be called from several
+/// threads at once (each product on its caller's thread): for many small independent products such
+/// as attention heads. Call both from one thread, outside any parallel region.
+void dsq_blas_enter_serial(void);
+void dsq_blas_leave_serial(void);
 /// Batched over `count` independent problems with element strides between them.
 void dsq_sgemm_strided(int count, int transA, int transB, int m, int n, int k, float alpha,
                        const float *a, int lda, long strideA, const float *b, int ldb, long strideB,

@@ -2,23 +2,22 @@
 final class LayerActivations {
     let q, k, v, ctx: FloatBuffer          // (B, T, C)
     let probs: FloatBuffer                 // (B, NH, T, T) softmax output
-    let probsDrop, probsMask: FloatBuffer  // (B, NH, T, T) after attention dropout, and its mask
-    let ao, aoMask, r1, a: FloatBuffer     // (B, T, C): dense out (after dropout), mask, residual sum, LN1 out
+    let r1, a: FloatBuffer                 // (B, T, C): residual sum, LN1 out
     let m1, s1, m2, s2: FloatBuffer        // (B, T) LayerNorm mean / rstd
-    let f1, g: FloatBuffer                 // (B, T, F) intermediate pre-GELU and GELU out
-    let f2, f2Mask, r2, out: FloatBuffer   // (B, T, C)
+    let f1: FloatBuffer                    // (B, T, F) intermediate pre-GELU (backward recomputes GELU from it)
+    let r2, out: FloatBuffer               // (B, T, C)
+    // Dropout masks are not stored: backward regenerates them from the generator state saved here
+    // before each draw (bit-identical masks; saves 3 mask tensors and the dropped probabilities per layer).
+    var rngProbs = SeededRandom(seed: 0), rngAO = SeededRandom(seed: 0), rngF2 = SeededRandom(seed: 0)
 
     init(B: Int, T: Int, c: ModelConfig, dropout: Bool) {
         let n = B * T * c.width, tt = B * c.heads * T * T
         q = FloatBuffer(count: n); k = FloatBuffer(count: n); v = FloatBuffer(count: n); ctx = FloatBuffer(count: n)
         probs = FloatBuffer(count: tt)
-        probsDrop = FloatBuffer(count: dropout ? tt : 0); probsMask = FloatBuffer(count: dropout ? tt : 0)
-        ao = FloatBuffer(count: n); aoMask = FloatBuffer(count: dropout ? n : 0)
         r1 = FloatBuffer(count: n); a = FloatBuffer(count: n)
         m1 = FloatBuffer(count: B * T); s1 = FloatBuffer(count: B * T)
         m2 = FloatBuffer(count: B * T); s2 = FloatBuffer(count: B * T)
-        f1 = FloatBuffer(count: B * T * c.ffn); g = FloatBuffer(count: B * T * c.ffn)
-        f2 = FloatBuffer(count: n); f2Mask = FloatBuffer(count: dropout ? n : 0)
+        f1 = FloatBuffer(count: B * T * c.ffn)
         r2 = FloatBuffer(count: n); out = FloatBuffer(count: n)
     }
 }
@@ -26,18 +25,20 @@ final class LayerActivations {
 /// Gradient scratch for backward, allocated once per `Activations`.
 final class BackwardScratch {
     let dhA, dhB, dC1, dC2, dC3, dQ, dK, dV: FloatBuffer  // (B, T, C)
-    let dF, dF2: FloatBuffer                              // (B, T, F)
-    let dP: FloatBuffer                                   // (T, T)
+    let dF: FloatBuffer                                   // (B, T, F)
+    let dP: FloatBuffer                                   // (workers, T, T)
+    let probsMask: FloatBuffer                            // (B, NH, T, T) regenerated attention-dropout mask
     let dEmbT: FloatBuffer                                // (B, C)
     let dT1, dT2: FloatBuffer                             // (B, 4·Dt)
 
-    init(B: Int, T: Int, c: ModelConfig) {
+    init(B: Int, T: Int, c: ModelConfig, dropout: Bool) {
         let n = B * T * c.width
+        probsMask = FloatBuffer(count: dropout && c.attentionDropout > 0 ? B * c.heads * T * T : 0)
         dhA = FloatBuffer(count: n); dhB = FloatBuffer(count: n); dC1 = FloatBuffer(count: n)
         dC2 = FloatBuffer(count: n); dC3 = FloatBuffer(count: n)
         dQ = FloatBuffer(count: n); dK = FloatBuffer(count: n); dV = FloatBuffer(count: n)
-        dF = FloatBuffer(count: B * T * c.ffn); dF2 = FloatBuffer(count: B * T * c.ffn)
-        dP = FloatBuffer(count: T * T); dEmbT = FloatBuffer(count: B * c.width)
+        dF = FloatBuffer(count: B * T * c.ffn)
+        dP = FloatBuffer(count: Kernels.workerCount * T * T); dEmbT = FloatBuffer(count: B * c.width)
         dT1 = FloatBuffer(count: B * 4 * c.hiddenTDim); dT2 = FloatBuffer(count: B * 4 * c.hiddenTDim)
     }
 }
@@ -60,6 +61,10 @@ final class Activations {
     let h0, h0d, mask0: FloatBuffer        // (B, T, C) LN out, after input dropout, mask
     let d1, d1t: FloatBuffer               // (B, T, C) down-projection hidden, tanh out
     let out: FloatBuffer                   // (B, T, D) predicted x̂₀
+    let ao, f2: FloatBuffer                // (B, T, C) dense outputs before the residual add (temporaries)
+    let g: FloatBuffer                     // (B, T, F) GELU output (temporary; recomputed in backward)
+    let probsDrop: FloatBuffer             // (B, NH, T, T) attention probabilities after dropout (temporary)
+    let dropout: Bool
     private let layers: [LayerActivations]
     /// Input of the down-projection in the last forward (the encoder output).
     var lastInput: CP
@@ -78,6 +83,9 @@ final class Activations {
         h0 = FloatBuffer(count: n); h0d = FloatBuffer(count: dropout ? n : 0); mask0 = FloatBuffer(count: dropout ? n : 0)
         d1 = FloatBuffer(count: c.hasProjections ? n : 0); d1t = FloatBuffer(count: c.hasProjections ? n : 0)
         out = FloatBuffer(count: B * T * c.hiddenDim)
+        ao = FloatBuffer(count: n); f2 = FloatBuffer(count: n); g = FloatBuffer(count: B * T * c.ffn)
+        probsDrop = FloatBuffer(count: dropout && c.attentionDropout > 0 ? B * c.heads * T * T : 0)
+        self.dropout = dropout
         let count = keepLayerCaches ? max(1, c.layers) : 1
         layers = (0..<count).map { _ in LayerActivations(B: B, T: T, c: c, dropout: dropout) }
         lastInput = CP(h0.ptr)
@@ -87,7 +95,7 @@ final class Activations {
 
     var scratch: BackwardScratch {
         if let s = _scratch { return s }
-        let s = BackwardScratch(B: B, T: T, c: config)
+        let s = BackwardScratch(B: B, T: T, c: config, dropout: dropout)
         _scratch = s
         return s
     }

@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 
 // Elementwise and row kernels, forward and backward, over raw pointers (llm.c style).
@@ -13,8 +14,24 @@ func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
     let workers = min(Kernels.workerCount, max(1, n / max(1, minChunk)))
     if workers <= 1 { body(0, n); return }
     DispatchQueue.concurrentPerform(iterations: workers) { w in
+        dsq_set_flush_denormals()  // MXCSR is per thread: make sure pool threads flush denormals too
         let lo = n * w / workers, hi = n * (w + 1) / workers
         if lo < hi { body(lo, hi) }
+    }
+}
+
+/// Runs `body(worker, start, end)` over 0..<n split into one contiguous chunk per core, with OpenBLAS
+/// single-threaded so that every chunk can run its own small `BLAS.gemm`s (attention heads) in parallel.
+/// `worker` indexes per-worker scratch (< `Kernels.workerCount`). Results never depend on the split.
+func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, _ body: (Int, Int, Int) -> Void) {
+    let workers = max(1, min(Kernels.workerCount, n, maxWorkers))
+    dsq_blas_enter_serial()
+    defer { dsq_blas_leave_serial() }
+    if workers <= 1 { body(0, 0, n); return }
+    DispatchQueue.concurrentPerform(iterations: workers) { w in
+        dsq_set_flush_denormals()
+        let lo = n * w / workers, hi = n * (w + 1) / workers
+        if lo < hi { body(w, lo, hi) }
     }
 }
 
@@ -87,10 +104,20 @@ enum Kernels {
         }
         BLAS.gemm(transA: true, m: o, n: i, k: n, a: dout, lda: o, b: inp, ldb: i, beta: 1, c: dw, ldc: i)
         if let db {
-            for r in 0..<n {
-                let row = dout + r * o
-                for j in 0..<o { db[j] += row[j] }
+            // Column blocks in parallel; each column still sums its rows in order (thread-count independent).
+            parallelRows(o, minChunk: 64) { lo, hi in
+                for r in 0..<n {
+                    let row = dout + r * o
+                    for j in lo..<hi { db[j] += row[j] }
+                }
             }
+        }
+    }
+
+    /// out = a + b, elementwise (out may alias a or b).
+    static func add(_ out: P, _ a: CP, _ b: CP, _ n: Int) {
+        parallelRows(n, minChunk: 1 << 15) { lo, hi in
+            for i in lo..<hi { out[i] = a[i] + b[i] }
         }
     }
 
@@ -152,6 +179,18 @@ enum Kernels {
                 let cdf = 0.5 * (1 + ferf(x * 0.707_106_78))
                 let pdf = fexp(-0.5 * x * x) * 0.398_942_28
                 dinp[i] += dout[i] * (cdf + x * pdf)
+            }
+        }
+    }
+
+    /// d ← d · GELU'(inp) (what `geluBackward` adds into a zeroed buffer, without the second buffer).
+    static func geluBackwardInPlace(_ d: P, _ inp: CP, _ n: Int) {
+        parallelRows(n, minChunk: 4096) { lo, hi in
+            for i in lo..<hi {
+                let x = inp[i]
+                let cdf = 0.5 * (1 + ferf(x * 0.707_106_78))
+                let pdf = fexp(-0.5 * x * x) * 0.398_942_28
+                d[i] = d[i] * (cdf + x * pdf)
             }
         }
     }

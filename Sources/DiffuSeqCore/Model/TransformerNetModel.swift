@@ -132,59 +132,80 @@ public final class TransformerNetModel: @unchecked Sendable {
         Kernels.linear(la.v.ptr, input, ptr(W, p + "attention.self.value.weight"), ptr(W, p + "attention.self.value.bias"), n: BT, i: C, o: C)
         let scale = 1 / Float(HS).squareRoot()
         let TT = T * T
-        for b in 0..<B {
-            for hd in 0..<NH {
-                let qh = la.q.ptr + b * T * C + hd * HS, kh = la.k.ptr + b * T * C + hd * HS
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: qh, lda: C, b: kh, ldb: C,
-                          c: la.probs.ptr + (b * NH + hd) * TT, ldc: T)
+        let probs = la.probs.ptr, q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, ctx = la.ctx.ptr
+        // Heads are independent: one core per block of (batch, head) pairs, each GEMM single-threaded.
+        parallelGEMMs(B * NH) { _, lo, hi in
+            for bh in lo..<hi {
+                let b = bh / NH, hd = bh % NH
+                let o = b * T * C + hd * HS
+                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: q + o, lda: C, b: k + o, ldb: C,
+                          c: probs + bh * TT, ldc: T)
+                for r in 0..<T { Kernels.softmaxRow(probs + bh * TT + r * T, T) }
             }
-        }
-        let probs = la.probs.ptr
-        parallelRows(B * NH * T, minChunk: 64) { lo, hi in
-            for r in lo..<hi { Kernels.softmaxRow(probs + r * T, T) }
         }
         var pUse = probs
         let attnDropout = dropout != nil && c.attentionDropout > 0
         if let rng = dropout, attnDropout {
-            Self.dropoutForward(la.probsDrop.ptr, mask: la.probsMask.ptr, probs, B * NH * TT, p: c.attentionDropout, rng: rng)
-            pUse = la.probsDrop.ptr
+            la.rngProbs = rng.pointee
+            Self.dropoutForward(acts.probsDrop.ptr, mask: nil, probs, B * NH * TT, p: c.attentionDropout, rng: rng)
+            pUse = acts.probsDrop.ptr
         }
-        for b in 0..<B {
-            for hd in 0..<NH {
-                let vh = la.v.ptr + b * T * C + hd * HS
-                BLAS.gemm(m: T, n: HS, k: T, a: pUse + (b * NH + hd) * TT, lda: T, b: vh, ldb: C,
-                          c: la.ctx.ptr + b * T * C + hd * HS, ldc: C)
+        let pv = CP(pUse)
+        parallelGEMMs(B * NH) { _, lo, hi in
+            for bh in lo..<hi {
+                let b = bh / NH, hd = bh % NH
+                let o = b * T * C + hd * HS
+                BLAS.gemm(m: T, n: HS, k: T, a: pv + bh * TT, lda: T, b: v + o, ldb: C, c: ctx + o, ldc: C)
             }
         }
         // BertSelfOutput
-        Kernels.linear(la.ao.ptr, la.ctx.ptr, ptr(W, p + "attention.output.dense.weight"), ptr(W, p + "attention.output.dense.bias"), n: BT, i: C, o: C)
+        let ao = acts.ao.ptr
+        Kernels.linear(ao, la.ctx.ptr, ptr(W, p + "attention.output.dense.weight"), ptr(W, p + "attention.output.dense.bias"), n: BT, i: C, o: C)
         if let rng = dropout, c.dropout > 0 {
-            Self.dropoutForward(la.ao.ptr, mask: la.aoMask.ptr, la.ao.ptr, BT * C, p: c.dropout, rng: rng)
+            la.rngAO = rng.pointee
+            Self.dropoutForward(ao, mask: nil, ao, BT * C, p: c.dropout, rng: rng)
         }
         let r1 = la.r1.ptr
-        for i in 0..<(BT * C) { r1[i] = la.ao.ptr[i] + input[i] }
+        Kernels.add(r1, ao, input, BT * C)
         Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(W, p + "attention.output.LayerNorm.weight"),
                           ptr(W, p + "attention.output.LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
         // BertIntermediate + BertOutput
         Kernels.linear(la.f1.ptr, la.a.ptr, ptr(W, p + "intermediate.dense.weight"), ptr(W, p + "intermediate.dense.bias"), n: BT, i: C, o: F)
-        Kernels.gelu(la.g.ptr, la.f1.ptr, BT * F)
-        Kernels.linear(la.f2.ptr, la.g.ptr, ptr(W, p + "output.dense.weight"), ptr(W, p + "output.dense.bias"), n: BT, i: F, o: C)
+        Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)
+        let f2 = acts.f2.ptr
+        Kernels.linear(f2, acts.g.ptr, ptr(W, p + "output.dense.weight"), ptr(W, p + "output.dense.bias"), n: BT, i: F, o: C)
         if let rng = dropout, c.dropout > 0 {
-            Self.dropoutForward(la.f2.ptr, mask: la.f2Mask.ptr, la.f2.ptr, BT * C, p: c.dropout, rng: rng)
+            la.rngF2 = rng.pointee
+            Self.dropoutForward(f2, mask: nil, f2, BT * C, p: c.dropout, rng: rng)
         }
         let r2 = la.r2.ptr
-        for i in 0..<(BT * C) { r2[i] = la.f2.ptr[i] + la.a.ptr[i] }
+        Kernels.add(r2, f2, la.a.ptr, BT * C)
         Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(W, p + "output.LayerNorm.weight"),
                           ptr(W, p + "output.LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
     }
 
-    /// out = inp·mask, mask ∈ {0, 1/(1−p)} drawn from `rng` (inverted dropout, as torch).
-    static func dropoutForward(_ out: P, mask: P, _ inp: CP, _ n: Int, p: Float, rng: UnsafeMutablePointer<SeededRandom>) {
+    /// out = inp·mask, mask ∈ {0, 1/(1−p)} drawn from `rng` (inverted dropout, as torch); the mask is
+    /// stored when `mask` is given (otherwise `dropoutRegenerate` recreates it from the saved state).
+    static func dropoutForward(_ out: P, mask: P?, _ inp: CP, _ n: Int, p: Float, rng: UnsafeMutablePointer<SeededRandom>) {
         let keep = 1 / (1 - p)
+        var r = rng.pointee
         for i in 0..<n {
-            let m: Float = rng.pointee.uniform() < p ? 0 : keep
-            mask[i] = m
+            let m: Float = r.uniform() < p ? 0 : keep
+            mask?[i] = m
             out[i] = inp[i] * m
+        }
+        rng.pointee = r
+    }
+
+    /// Replays the draws of a `dropoutForward` that started from state `rng`: x[i] ·= mask[i], and
+    /// the mask into `maskOut` when given.
+    static func dropoutRegenerate(_ x: P?, maskOut: P?, _ n: Int, p: Float, rng: SeededRandom) {
+        let keep = 1 / (1 - p)
+        var r = rng
+        for i in 0..<n {
+            let m: Float = r.uniform() < p ? 0 : keep
+            maskOut?[i] = m
+            x?[i] *= m
         }
     }
 
@@ -278,14 +299,14 @@ public final class TransformerNetModel: @unchecked Sendable {
                                   dout: dout, inp: la.r2.ptr, w: ptr(W, p + "output.LayerNorm.weight"), mean: la.m2.ptr, rstd: la.s2.ptr, n: BT, c: C)
         let da = s.dC2.ptr
         da.update(from: dr2, count: BT * C)
-        if drop { let m = la.f2Mask.ptr; for i in 0..<(BT * C) { dr2[i] *= m[i] } }
+        if drop { Self.dropoutRegenerate(dr2, maskOut: nil, BT * C, p: c.dropout, rng: la.rngF2) }
         let dg = s.dF.ptr
         dg.update(repeating: 0, count: BT * F)
+        Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)  // recompute the GELU output instead of keeping it per layer
         Kernels.linearBackward(dinp: dg, dw: ptr(G, p + "output.dense.weight"), db: ptr(G, p + "output.dense.bias"),
-                               dout: dr2, inp: la.g.ptr, w: ptr(W, p + "output.dense.weight"), n: BT, i: F, o: C)
-        let df1 = s.dF2.ptr
-        df1.update(repeating: 0, count: BT * F)
-        Kernels.geluBackward(df1, dg, la.f1.ptr, BT * F)
+                               dout: dr2, inp: acts.g.ptr, w: ptr(W, p + "output.dense.weight"), n: BT, i: F, o: C)
+        let df1 = dg
+        Kernels.geluBackwardInPlace(df1, la.f1.ptr, BT * F)
         Kernels.linearBackward(dinp: da, dw: ptr(G, p + "intermediate.dense.weight"), db: ptr(G, p + "intermediate.dense.bias"),
                                dout: df1, inp: la.a.ptr, w: ptr(W, p + "intermediate.dense.weight"), n: BT, i: C, o: F)
         // BertSelfOutput LayerNorm
@@ -294,7 +315,7 @@ public final class TransformerNetModel: @unchecked Sendable {
         Kernels.layerNormBackward(dinp: dr1, dw: ptr(G, p + "attention.output.LayerNorm.weight"), db: ptr(G, p + "attention.output.LayerNorm.bias"),
                                   dout: da, inp: la.r1.ptr, w: ptr(W, p + "attention.output.LayerNorm.weight"), mean: la.m1.ptr, rstd: la.s1.ptr, n: BT, c: C)
         for i in 0..<(BT * C) { dinp[i] += dr1[i] }
-        if drop { let m = la.aoMask.ptr; for i in 0..<(BT * C) { dr1[i] *= m[i] } }
+        if drop { Self.dropoutRegenerate(dr1, maskOut: nil, BT * C, p: c.dropout, rng: la.rngAO) }
         let dctx = s.dC2.ptr
         dctx.update(repeating: 0, count: BT * C)
         Kernels.linearBackward(dinp: dctx, dw: ptr(G, p + "attention.output.dense.weight"), db: ptr(G, p + "attention.output.dense.bias"),
@@ -304,16 +325,27 @@ public final class TransformerNetModel: @unchecked Sendable {
         dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
         let attnDrop = acts.usedDropout && c.attentionDropout > 0
         let scale = 1 / Float(HS).squareRoot()
-        let dP = s.dP.ptr
-        for b in 0..<B {
-            for hd in 0..<NH {
+        let dPAll = s.dP.ptr, probsAll = la.probs.ptr, probsDrop = acts.probsDrop.ptr, probsMask = s.probsMask.ptr
+        if attnDrop {
+            // Regenerate this layer's mask and dropped probabilities (forward kept neither).
+            Self.dropoutRegenerate(nil, maskOut: probsMask, B * NH * TT, p: c.attentionDropout, rng: la.rngProbs)
+            let pr = la.probs.ptr
+            parallelRows(B * NH * TT, minChunk: 1 << 16) { lo, hi in
+                for i in lo..<hi { probsDrop[i] = pr[i] * probsMask[i] }
+            }
+        }
+        let q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, dctxP = CP(dctx)
+        parallelGEMMs(B * NH, maxWorkers: s.dP.count / TT) { w, lo, hi in
+            let dP = dPAll + w * TT  // per-worker scratch
+            for bh in lo..<hi {
+                let b = bh / NH, hd = bh % NH
                 let o = b * T * C + hd * HS
-                let probs = la.probs.ptr + (b * NH + hd) * TT
-                let pUse = attnDrop ? la.probsDrop.ptr + (b * NH + hd) * TT : probs
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, a: dctx + o, lda: C, b: la.v.ptr + o, ldb: C, c: dP, ldc: T)
-                BLAS.gemm(transA: true, m: T, n: HS, k: T, a: pUse, lda: T, b: dctx + o, ldb: C, beta: 1, c: dv + o, ldc: C)
+                let probs = probsAll + bh * TT
+                let pUse = attnDrop ? probsDrop + bh * TT : probs
+                BLAS.gemm(transB: true, m: T, n: T, k: HS, a: dctxP + o, lda: C, b: v + o, ldb: C, c: dP, ldc: T)
+                BLAS.gemm(transA: true, m: T, n: HS, k: T, a: pUse, lda: T, b: dctxP + o, ldb: C, beta: 1, c: dv + o, ldc: C)
                 if attnDrop {
-                    let m = la.probsMask.ptr + (b * NH + hd) * TT
+                    let m = probsMask + bh * TT
                     for i in 0..<TT { dP[i] *= m[i] }
                 }
                 for r in 0..<T {
@@ -322,8 +354,8 @@ public final class TransformerNetModel: @unchecked Sendable {
                     for j in 0..<T { dot += pr[j] * dr[j] }
                     for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
                 }
-                BLAS.gemm(m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: la.k.ptr + o, ldb: C, beta: 1, c: dq + o, ldc: C)
-                BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: la.q.ptr + o, ldb: C, beta: 1, c: dk + o, ldc: C)
+                BLAS.gemm(m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: k + o, ldb: C, beta: 1, c: dq + o, ldc: C)
+                BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: q + o, ldb: C, beta: 1, c: dk + o, ldc: C)
             }
         }
         for (name, d) in [("query", dq), ("key", dk), ("value", dv)] {

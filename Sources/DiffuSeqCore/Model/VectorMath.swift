@@ -83,3 +83,42 @@ extension Kernels {
         for k in 0..<n { p[k] *= a }
     }
 }
+
+extension Kernels {
+    /// Logits this far below a row's maximum have softmax probabilities under e⁻⁸⁰ ≈ 2·10⁻³⁵ of
+    /// the largest one: below float32 resolution of the normaliser (which is ≥ 1), and their
+    /// gradient contributions are below what float32 Adam can represent.
+    static let softmaxCutoff: Float = 80
+
+    /// Sparse softmax numerator of one row: for every k with p[k] ≥ shift − `softmaxCutoff`
+    /// (in index order) writes k to `idx` and exp(p[k] − shift) to `val`, returning (Σ val, count),
+    /// or nil when more than `cap` entries qualify (the caller falls back to the dense path).
+    @inline(__always)
+    static func sparseExpShift(_ p: UnsafePointer<Float>, _ n: Int, shift: Float,
+                               idx: UnsafeMutablePointer<Int32>, val: UnsafeMutablePointer<Float>, cap: Int) -> (Float, Int)? {
+        let threshold = shift - softmaxCutoff
+        let tv = FVec(repeating: threshold)
+        let raw = UnsafeRawPointer(p)
+        var count = 0, sum: Float = 0, k = 0
+        while k + lanes <= n {
+            let v = raw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
+            if any(v .>= tv) {
+                for l in 0..<lanes where v[l] >= threshold {
+                    if count == cap { return nil }
+                    let e = fexp(v[l] - shift)
+                    idx[count] = Int32(k + l); val[count] = e; sum += e; count += 1
+                }
+            }
+            k += lanes
+        }
+        while k < n {
+            if p[k] >= threshold {
+                if count == cap { return nil }
+                let e = fexp(p[k] - shift)
+                idx[count] = Int32(k); val[count] = e; sum += e; count += 1
+            }
+            k += 1
+        }
+        return (sum, count)
+    }
+}

@@ -35,6 +35,12 @@ final class DiffusionLoss {
     let schedule: NoiseSchedule
     let variant: LossVariant
     private let chunkRows = 256
+    private var logitsCache: FloatBuffer?
+    /// Most nonzero CE-gradient entries a row may keep on the sparse path (nil: V/64, at least 16;
+    /// 0 forces the dense path — tests compare the two).
+    var sparseCap: Int?
+    /// Rows of the last `compute` whose decoder_nll gradient took the sparse path (tests, benchmarks).
+    private(set) var lastSparseRows = 0
 
     init(model: TransformerNetModel, schedule: NoiseSchedule, variant: LossVariant = .official) {
         self.model = model; self.schedule = schedule; self.variant = variant
@@ -116,28 +122,59 @@ final class DiffusionLoss {
         var dnll = [Float](repeating: 0, count: B)
         var nll = [Float](repeating: 0, count: B)
         let rows = B * T
-        let logits = FloatBuffer(count: min(rows, chunkRows) * V)
+        // The logits chunk is reused across calls (31 MB at V = 30,522: page-faulting it in every step cost 3 %).
+        if logitsCache.map({ $0.count < min(rows, chunkRows) * V }) ?? true { logitsCache = FloatBuffer(count: min(rows, chunkRows) * V) }
+        let logits = logitsCache!
+        let wantGrad = grads != nil && objective.contains(.decoderNLL)
+        // The CE gradient softmax − onehot is sparse once embeddings are apart (and at initialisation):
+        // only entries within `Kernels.softmaxCutoff` of a row's max are nonzero in float32. Rows keep at
+        // most `cap` of them, and the backward is a gather/scatter instead of two vocabulary-sized GEMMs;
+        // a chunk with a denser row (e.g. collapsed embeddings) takes the dense GEMM path.
+        let cap = sparseCap ?? max(16, V / 64), stride = cap + 1
+        lastSparseRows = 0
+        let chunk = min(rows, chunkRows)
+        let spIdx = UnsafeMutablePointer<Int32>.allocate(capacity: chunk * stride)
+        defer { spIdx.deallocate() }
+        let spVal = FloatBuffer(count: wantGrad ? chunk * stride : 0)
+        var spCount = [Int](repeating: 0, count: chunk)
         var start = 0
         while start < rows {
             let nr = min(chunkRows, rows - start)
             // decoder_nll on x_start
             Kernels.linear(logits.ptr, xStart.ptr + start * D, E, bias, n: nr, i: D, o: V)
-            let wantGrad = grads != nil && objective.contains(.decoderNLL)
             var rowLoss = [Float](repeating: 0, count: nr)
             rowLoss.withUnsafeMutableBufferPointer { rl in
-                parallelRows(nr, minChunk: 8) { lo, hi in
-                    for r in lo..<hi {
-                        let row = logits.ptr + r * V
-                        let id = ids[start + r]
-                        let m = Kernels.rowMax(row, V)
-                        let logit = row[id]
-                        let sum = Kernels.expShiftSum(row, V, shift: m)
-                        rl[r] = Foundation.log(sum) + m - logit
-                        if wantGrad {
-                            let b = (start + r) / T
-                            let s = weights[b] / Float(B) / Float(T)
-                            Kernels.scale(row, V, by: s / sum)
-                            row[id] -= s
+                spCount.withUnsafeMutableBufferPointer { sc in
+                    parallelRows(nr, minChunk: 8) { lo, hi in
+                        for r in lo..<hi {
+                            let row = logits.ptr + r * V
+                            let id = ids[start + r]
+                            let m = Kernels.rowMax(row, V)
+                            let logit = row[id]
+                            guard wantGrad else {
+                                rl[r] = Foundation.log(Kernels.expShiftSumReadOnly(row, V, shift: m)) + m - logit
+                                continue
+                            }
+                            let s = weights[(start + r) / T] / Float(B) / Float(T)
+                            let ri = spIdx + r * stride, rv = spVal.ptr + r * stride
+                            if let (sum, cnt) = Kernels.sparseExpShift(row, V, shift: m, idx: ri, val: rv, cap: cap) {
+                                rl[r] = Foundation.log(sum) + m - logit
+                                let f = s / sum
+                                var hasID = false
+                                for q in 0..<cnt {
+                                    rv[q] *= f
+                                    if Int(ri[q]) == id { rv[q] -= s; hasID = true }
+                                }
+                                var c = cnt
+                                if !hasID { ri[c] = Int32(id); rv[c] = -s; c += 1 }
+                                sc[r] = c
+                            } else {
+                                sc[r] = -1
+                                let sum = Kernels.expShiftSum(row, V, shift: m)
+                                rl[r] = Foundation.log(sum) + m - logit
+                                Kernels.scale(row, V, by: s / sum)
+                                row[id] -= s
+                            }
                         }
                     }
                 }
@@ -145,9 +182,42 @@ final class DiffusionLoss {
             for r in 0..<nr { dnll[(start + r) / T] += rowLoss[r] }
             if wantGrad, let g = grads {
                 let dE = model.ptr(g, "word_embedding.weight"), db = model.ptr(g, "lm_head.bias")
-                BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dxStart.ptr + start * D, ldc: D)
-                BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: xStart.ptr + start * D, ldb: D, beta: 1, c: dE, ldc: D)
-                for r in 0..<nr { let row = logits.ptr + r * V; for k in 0..<V { db[k] += row[k] } }
+                let counts = spCount
+                if counts[0..<nr].contains(-1) {
+                    // Dense: expand the sparse rows, then two GEMMs and a column-parallel bias sum.
+                    parallelRows(nr, minChunk: 8) { lo, hi in
+                        for r in lo..<hi where counts[r] >= 0 {
+                            let row = logits.ptr + r * V, ri = spIdx + r * stride, rv = spVal.ptr + r * stride
+                            row.update(repeating: 0, count: V)
+                            for q in 0..<counts[r] { row[Int(ri[q])] = rv[q] }
+                        }
+                    }
+                    BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dxStart.ptr + start * D, ldc: D)
+                    BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: xStart.ptr + start * D, ldb: D, beta: 1, c: dE, ldc: D)
+                    parallelRows(V, minChunk: 2048) { lo, hi in
+                        for r in 0..<nr { let row = logits.ptr + r * V; for k in lo..<hi { db[k] += row[k] } }
+                    }
+                } else {
+                    lastSparseRows += nr
+                    // Sparse: dx_r += Σ g·E_j (rows independent), then dE_j += g·x_r and db_j += g in row order.
+                    parallelRows(nr, minChunk: 16) { lo, hi in
+                        for r in lo..<hi {
+                            let dx = dxStart.ptr + (start + r) * D, ri = spIdx + r * stride, rv = spVal.ptr + r * stride
+                            for q in 0..<counts[r] {
+                                let e = E + Int(ri[q]) * D, gv = rv[q]
+                                for j in 0..<D { dx[j] += gv * e[j] }
+                            }
+                        }
+                    }
+                    for r in 0..<nr {
+                        let x = xStart.ptr + (start + r) * D, ri = spIdx + r * stride, rv = spVal.ptr + r * stride
+                        for q in 0..<counts[r] {
+                            let k = Int(ri[q]), gv = rv[q], de = dE + k * D
+                            for j in 0..<D { de[j] += gv * x[j] }
+                            db[k] += gv
+                        }
+                    }
+                }
             }
             if computeNLL {
                 Kernels.linear(logits.ptr, out + start * D, E, bias, n: nr, i: D, o: V)
