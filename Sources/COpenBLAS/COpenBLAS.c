@@ -27,6 +27,7 @@ static int max_threads = 0;      /* the thread count for large products */
 static int current_threads = 0;  /* what OpenBLAS is set to now */
 static volatile int serial_region = 0; /* inside dsq_blas_enter_serial/leave: never change the thread count */
 static char chosen[32];
+static long parallel_min = 8L << 20; /* m·n·k below which a product runs on one thread */
 
 static const char *pick_coretype(void) {
     __builtin_cpu_init();
@@ -53,6 +54,8 @@ static void do_load(void) {
        on every training step: 6 % of a step. Keep blocks below 64 MB in the heap and the heap's
        freed memory mapped, so repeated allocations reuse pages. */
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    const char *pm = getenv("DIFFUSEQ_GEMM_PARALLEL_MIN");
+    if (pm && *pm) parallel_min = atol(pm);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user == NULL || user[0] == 0) {
@@ -108,7 +111,7 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha, const f
        joining OpenBLAS's workers costs more than the work (measured 3-4x on batch-1 sampling).
        The result does not depend on the thread count (OpenBLAS splits M/N, never K). */
     if (p_set_threads && max_threads > 1 && !serial_region) {
-        int want = (long)m * n * k < (8L << 20) ? 1 : max_threads;
+        int want = (long)m * n * k < parallel_min ? 1 : max_threads;
         if (want != current_threads) { p_set_threads(want); current_threads = want; }
     }
     p_sgemm(RowMajor, transA ? Trans : NoTrans, transB ? Trans : NoTrans, m, n, k, alpha, a, lda,

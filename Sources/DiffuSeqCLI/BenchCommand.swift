@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: sampling and training speed, explorer responsiveness, quality vs steps.",
-        subcommands: [BenchSample.self, BenchTrain.self, BenchExplore.self, BenchQuality.self])
+        subcommands: [BenchSample.self, BenchTrain.self, BenchGEMM.self, BenchExplore.self, BenchQuality.self])
 }
 
 /// Options common to the speed benchmarks.
@@ -150,6 +150,12 @@ struct BenchTrain: ParsableCommand {
                              pt.0 / ms, (r["tokens_per_s"] as? Double) ?? .nan, (r["gflops"] as? Double) ?? .nan,
                              (r["peak_mb"] as? Double) ?? .nan, pt.1))
             }
+            print("mean ms per step by phase (forward = network, head = loss terms + decoder_nll/nll, backward = network):")
+            for r in res {
+                let ph = (r["phases_ms"] as? [String: Double]) ?? [:]
+                let parts = ["forward", "head", "backward", "optimizer"].map { String(format: "%@ %.0f", $0, ph[$0] ?? .nan) }
+                print("  " + (r["case"] as? String ?? "?").padding(toLength: 11, withPad: " ", startingAt: 0) + parts.joined(separator: " · "))
+            }
         }
     }
 
@@ -168,15 +174,63 @@ struct BenchTrain: ParsableCommand {
         o.batchSize = B; o.microbatch = B; o.steps = 1000; o.scheduleSampler = .uniform
         let trainer = try Trainer(model: model, examples: examples, options: o)
         _ = trainer.trainStep()  // warm-up
+        trainer.resetPhases()
         var times: [Double] = []
         for _ in 0..<max(2, opts.repeats) { times.append(trainer.trainStep().seconds * 1000) }
+        let phases = trainer.phaseSeconds.mapValues { $0 * 1000 / Double(times.count) }
         let ms = median(times)
         let V = Double(c.vocabSize), D = Double(c.hiddenDim), tokens = Double(B * T)
-        // forward + backward of the network (3× forward) + decoder_nll's three vocabulary GEMMs
-        // (+ the logged nll's one GEMM every nllEvery steps, averaged).
-        let flops = 2 * (3 * shape.forwardMACsPerToken * tokens + 3 * tokens * V * D + tokens * V * D / Double(o.nllEvery))
+        // forward + backward of the network (3× forward) + decoder_nll's vocabulary GEMM (its backward is a sparse
+        // gather/scatter, not counted) + the logged nll's one GEMM every nllEvery steps, averaged.
+        let flops = 2 * (3 * shape.forwardMACsPerToken * tokens + tokens * V * D + tokens * V * D / Double(o.nllEvery))
         printJSON(["case": name, "ms_per_step": ms, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
-                   "peak_mb": peakMemoryMB(), "batch": B, "seq_len": T])
+                   "peak_mb": peakMemoryMB(), "batch": B, "seq_len": T, "phases_ms": phases])
+    }
+}
+
+struct BenchGEMM: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gemm",
+        abstract: "The GEMM floor of each benchmark case: every matrix product of one step timed alone with this machine's OpenBLAS, summed.",
+        discussion: """
+        A step cannot be faster than its matrix products. Compare the floor with the targets of `bench sample` \
+        and `bench train` (and with their measured ms/step): the difference is everything else (LayerNorm, \
+        softmax, GELU, the rounding scan, memory traffic). --verbose lists every product.
+        """)
+    @Flag(name: .long, help: "Print one JSON object instead of a table.") var json = false
+    @Flag(name: .long, help: "List every product with its time and GFLOP/s.") var verbose = false
+    @Option(name: .long, help: "Timed calls per product (the median is used).") var repeats: Int = 5
+
+    func run() throws {
+        try runReporting {
+            let cases: [(String, ModelConfig, Int, Bool, Double)] = [
+                ("sample base-b1", .base, 1, false, 100), ("sample base-b16", .base, 16, false, 1300),
+                ("sample small-b16", .small, 16, false, 150),
+                ("train small-b16", .small, 16, true, 800), ("train base-b16", .base, 16, true, 5000)]
+            var rows: [[String: Any]] = []
+            let b = blasLine()
+            if !json {
+                print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads; median of \(repeats) calls per product")
+                print("case               GEMM floor ms   target ms   GFLOP/step   floor GFLOP/s")
+            }
+            for (name, config, batch, training, target) in cases {
+                let t = try GEMMFloor.measure(GEMMFloor.products(config, batch: batch, training: training), repeats: repeats)
+                let ms = t.reduce(0) { $0 + $1.stepSeconds } * 1000
+                let gf = t.reduce(0) { $0 + $1.product.flops } / 1e9
+                rows.append(["case": name, "floor_ms": ms, "target_ms": target, "gflop_per_step": gf,
+                             "products": t.map { ["what": $0.product.what, "m": $0.product.m, "n": $0.product.n, "k": $0.product.k,
+                                                  "count": $0.product.count, "ms_per_step": $0.stepSeconds * 1000, "gflops": $0.gflops] }])
+                if json { continue }
+                print(name.padding(toLength: 18, withPad: " ", startingAt: 0) +
+                      String(format: " %13.1f %11.0f %12.1f %15.0f", ms, target, gf, gf / (ms / 1000)))
+                if verbose {
+                    for x in t {
+                        print(String(format: "    %-28@ %5d×%5d×%5d ×%-5d %9.2f ms %7.0f GFLOP/s", x.product.what as NSString,
+                                     x.product.m, x.product.n, x.product.k, x.product.count, x.stepSeconds * 1000, x.gflops))
+                    }
+                }
+            }
+            if json { printJSON(["blas": b, "repeats": repeats, "cases": rows]) }
+        }
     }
 }
 

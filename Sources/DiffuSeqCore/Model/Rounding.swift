@@ -10,7 +10,7 @@ final class EmbeddingIndex: @unchecked Sendable {
     let bias: FloatBuffer
     /// (V) ‖E_k‖².
     let norms: FloatBuffer
-    private let chunk = 2048
+    private let chunk = 1024
 
     init(table: UnsafePointer<Float>, bias: UnsafePointer<Float>, V: Int, D: Int) {
         self.V = V; self.D = D
@@ -27,73 +27,95 @@ final class EmbeddingIndex: @unchecked Sendable {
         }
     }
 
+    /// Vocabulary chunks are split between the cores (each GEMM single-threaded, every worker keeps
+    /// its own running best per row), then merged by (value, id): the result is exactly the sequential
+    /// scan's — lowest id on ties — whatever the number of workers.
+    private func scanChunks(rows: Int, _ body: (_ worker: Int, _ start: Int, _ n: Int, _ tmp: UnsafeMutablePointer<Float>) -> Void) {
+        let chunks = (V + chunk - 1) / chunk
+        let workers = max(1, min(Kernels.workerCount, chunks))
+        let tmp = FloatBuffer(count: workers * rows * chunk)
+        parallelGEMMs(chunks, maxWorkers: workers) { w, lo, hi in
+            for c in lo..<hi {
+                let start = c * chunk
+                body(w, start, min(chunk, V - start), tmp.ptr + w * rows * chunk)
+            }
+        }
+    }
+
     /// For each of `rows` vectors (rows, D): the nearest embedding id and the margin
     /// (2nd-nearest minus nearest squared distance), distances as the official
     /// ‖E‖² + ‖v‖² − 2E·v clamped at 0.
     func nearest(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>, margins: UnsafeMutablePointer<Float>) {
-        var best = [Float](repeating: .infinity, count: rows)
-        var second = [Float](repeating: .infinity, count: rows)
-        var arg = [Int32](repeating: 0, count: rows)
+        let W = max(1, Kernels.workerCount)
+        let best = FloatBuffer(count: W * rows), second = FloatBuffer(count: W * rows)
+        best.ptr.update(repeating: .infinity, count: W * rows); second.ptr.update(repeating: .infinity, count: W * rows)
+        let arg = UnsafeMutablePointer<Int32>.allocate(capacity: W * rows)
+        arg.initialize(repeating: Int32.max, count: W * rows)
+        defer { arg.deallocate() }
         var xnorm = [Float](repeating: 0, count: rows)
         for r in 0..<rows {
             var s: Float = 0
             for j in 0..<D { s += x[r * D + j] * x[r * D + j] }
             xnorm[r] = s
         }
-        let tmp = FloatBuffer(count: rows * chunk)
-        var start = 0
-        while start < V {
-            let n = min(chunk, V - start)
-            BLAS.gemm(transB: true, m: rows, n: n, k: D, a: x, lda: D, b: table.ptr + start * D, ldb: D, c: tmp.ptr, ldc: n)
-            let nr = norms.ptr + start
-            best.withUnsafeMutableBufferPointer { bestP in
-                second.withUnsafeMutableBufferPointer { secP in
-                    arg.withUnsafeMutableBufferPointer { argP in
-                        parallelRows(rows, minChunk: 16) { lo, hi in
-                            for r in lo..<hi {
-                                let row = tmp.ptr + r * n
-                                var b1 = bestP[r], b2 = secP[r], a = argP[r]
-                                let xn = xnorm[r]
-                                for k in 0..<n {
-                                    let d = max((nr[k] + xn) - 2 * row[k], 0)
-                                    if d < b1 { b2 = b1; b1 = d; a = Int32(start + k) } else if d < b2 { b2 = d }
-                                }
-                                bestP[r] = b1; secP[r] = b2; argP[r] = a
-                            }
-                        }
+        xnorm.withUnsafeBufferPointer { xnP in
+            scanChunks(rows: rows) { w, start, n, tmp in
+                BLAS.gemm(transB: true, m: rows, n: n, k: D, a: x, lda: D, b: table.ptr + start * D, ldb: D, c: tmp, ldc: n)
+                let nr = norms.ptr + start
+                let bestP = best.ptr + w * rows, secP = second.ptr + w * rows, argP = arg + w * rows
+                for r in 0..<rows {
+                    let row = tmp + r * n
+                    var b1 = bestP[r], b2 = secP[r], a = argP[r]
+                    let xn = xnP[r]
+                    for k in 0..<n {
+                        let d = max((nr[k] + xn) - 2 * row[k], 0)
+                        if d < b1 { b2 = b1; b1 = d; a = Int32(start + k) } else if d < b2 { b2 = d }
                     }
+                    bestP[r] = b1; secP[r] = b2; argP[r] = a
                 }
             }
-            start += n
         }
-        for r in 0..<rows { ids[r] = arg[r]; margins[r] = second[r] - best[r] }
+        for r in 0..<rows {
+            var b1 = best.ptr[r], b2 = second.ptr[r], a = arg[r]
+            for w in 1..<W {
+                let c1 = best.ptr[w * rows + r], c2 = second.ptr[w * rows + r], ca = arg[w * rows + r]
+                if c1 < b1 || (c1 == b1 && ca < a) {
+                    b2 = min(b1, c2); b1 = c1; a = ca
+                } else {
+                    b2 = min(b2, c1)
+                }
+            }
+            ids[r] = a == Int32.max ? 0 : a; margins[r] = b2 - b1
+        }
     }
 
     /// argmax_k (x·E_kᵀ + b_k) for each row (official `get_logits` + topk(1)).
     func argmaxLogits(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>) {
-        var best = [Float](repeating: -.infinity, count: rows)
-        var arg = [Int32](repeating: 0, count: rows)
-        let tmp = FloatBuffer(count: rows * chunk)
-        var start = 0
-        while start < V {
-            let n = min(chunk, V - start)
-            for r in 0..<rows { (tmp.ptr + r * n).update(from: bias.ptr + start, count: n) }
-            BLAS.gemm(transB: true, m: rows, n: n, k: D, a: x, lda: D, b: table.ptr + start * D, ldb: D, beta: 1, c: tmp.ptr, ldc: n)
-            best.withUnsafeMutableBufferPointer { bestP in
-                arg.withUnsafeMutableBufferPointer { argP in
-                    parallelRows(rows, minChunk: 16) { lo, hi in
-                        for r in lo..<hi {
-                            let row = tmp.ptr + r * n
-                            var b = bestP[r], a = argP[r]
-                            for k in 0..<n where row[k] > b { b = row[k]; a = Int32(start + k) }
-                            bestP[r] = b; argP[r] = a
-                        }
-                    }
-                }
+        let W = max(1, Kernels.workerCount)
+        let best = FloatBuffer(count: W * rows)
+        best.ptr.update(repeating: -.infinity, count: W * rows)
+        let arg = UnsafeMutablePointer<Int32>.allocate(capacity: W * rows)
+        arg.initialize(repeating: Int32.max, count: W * rows)
+        defer { arg.deallocate() }
+        scanChunks(rows: rows) { w, start, n, tmp in
+            for r in 0..<rows { (tmp + r * n).update(from: bias.ptr + start, count: n) }
+            BLAS.gemm(transB: true, m: rows, n: n, k: D, a: x, lda: D, b: table.ptr + start * D, ldb: D, beta: 1, c: tmp, ldc: n)
+            let bestP = best.ptr + w * rows, argP = arg + w * rows
+            for r in 0..<rows {
+                let row = tmp + r * n
+                var b = bestP[r], a = argP[r]
+                for k in 0..<n where row[k] > b { b = row[k]; a = Int32(start + k) }
+                bestP[r] = b; argP[r] = a
             }
-            start += n
         }
-        for r in 0..<rows { ids[r] = arg[r] }
+        for r in 0..<rows {
+            var b = best.ptr[r], a = arg[r]
+            for w in 1..<W {
+                let c = best.ptr[w * rows + r], ca = arg[w * rows + r]
+                if c > b || (c == b && ca < a) { b = c; a = ca }
+            }
+            ids[r] = a == Int32.max ? 0 : a
+        }
     }
 
     /// The k embeddings nearest to `v` (D floats), nearest first.
@@ -103,18 +125,19 @@ final class EmbeddingIndex: @unchecked Sendable {
         for x in v { vn += x * x }
         var heap: [(Float, Int)] = []
         heap.reserveCapacity(k + 1)
+        let dots = FloatBuffer(count: V)
         v.withUnsafeBufferPointer { vp in
-            for id in 0..<V {
-                let row = table.ptr + id * D
-                var dot: Float = 0
-                for j in 0..<D { dot += row[j] * vp[j] }
-                let d = max(norms.ptr[id] + vn - 2 * dot, 0)
-                if heap.count < k || d < heap[heap.count - 1].0 {
-                    var i = heap.count
-                    heap.append((d, id))
-                    while i > 0 && heap[i - 1].0 > d { heap.swapAt(i, i - 1); i -= 1 }
-                    if heap.count > k { heap.removeLast() }
-                }
+            if let base = vp.baseAddress {
+                BLAS.gemm(transB: true, m: 1, n: V, k: D, a: base, lda: D, b: table.ptr, ldb: D, c: dots.ptr, ldc: V)
+            }
+        }
+        for id in 0..<V {
+            let d = max(norms.ptr[id] + vn - 2 * dots.ptr[id], 0)
+            if heap.count < k || d < heap[heap.count - 1].0 {
+                var i = heap.count
+                heap.append((d, id))
+                while i > 0 && heap[i - 1].0 > d { heap.swapAt(i, i - 1); i -= 1 }
+                if heap.count > k { heap.removeLast() }
             }
         }
         return heap.map { Neighbour(id: $0.1, distance: $0.0) }

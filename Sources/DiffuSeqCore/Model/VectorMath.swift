@@ -85,10 +85,12 @@ extension Kernels {
 }
 
 extension Kernels {
-    /// Logits this far below a row's maximum have softmax probabilities under e⁻⁸⁰ ≈ 2·10⁻³⁵ of
-    /// the largest one: below float32 resolution of the normaliser (which is ≥ 1), and their
-    /// gradient contributions are below what float32 Adam can represent.
-    static let softmaxCutoff: Float = 80
+    /// Logits more than this below a row's maximum are left out of the sparse softmax: their
+    /// probabilities are under e⁻³⁰ ≈ 10⁻¹³ of the largest, so all of them together (V·e⁻³⁰ ≤ 3·10⁻⁹
+    /// for V = 30,522) change the normaliser by less than float32 resolution, and their gradient
+    /// entries are 10⁻¹³ of the row's scale. (PyTorch's float32 softmax itself underflows below
+    /// about e⁻⁸⁷ of the maximum.) A row with more than `cap` entries above the cut takes the dense path.
+    static let softmaxCutoff: Float = 30
 
     /// Sparse softmax numerator of one row: for every k with p[k] ≥ shift − `softmaxCutoff`
     /// (in index order) writes k to `idx` and exp(p[k] − shift) to `val`, returning (Σ val, count),

@@ -41,6 +41,14 @@ final class DiffusionLoss {
     var sparseCap: Int?
     /// Rows of the last `compute` whose decoder_nll gradient took the sparse path (tests, benchmarks).
     private(set) var lastSparseRows = 0
+    /// Wall seconds of the phases of the calls since the last reset (benchmarks): "forward" (the network),
+    /// "head" (loss terms, decoder_nll and nll), "backward" (the network and the embedding scatter).
+    var phaseSeconds: [String: Double] = [:]
+    private func lap(_ name: String, _ since: inout UInt64) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        phaseSeconds[name, default: 0] += Double(now - since) / 1e9
+        since = now
+    }
 
     init(model: TransformerNetModel, schedule: NoiseSchedule, variant: LossVariant = .official) {
         self.model = model; self.schedule = schedule; self.variant = variant
@@ -75,7 +83,9 @@ final class DiffusionLoss {
         let scaleT = Float(1000.0 / Double(schedule.count))
         let tModel = t.map { c.rescaleTimesteps ? Float($0) * scaleT : Float($0) }
         acts.usedDropout = dropout != nil
+        var clock = DispatchTime.now().uptimeNanoseconds
         let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: dropout)
+        lap("forward", &clock)
         var terms = LossTerms(mse: [], decoderNLL: [], tT: [], loss: [], nll: [])
         // mse (and its gradient wrt the output and the target)
         let dout = FloatBuffer(count: grads != nil ? n : 0)
@@ -127,7 +137,7 @@ final class DiffusionLoss {
         let logits = logitsCache!
         let wantGrad = grads != nil && objective.contains(.decoderNLL)
         // The CE gradient softmax − onehot is sparse once embeddings are apart (and at initialisation):
-        // only entries within `Kernels.softmaxCutoff` of a row's max are nonzero in float32. Rows keep at
+        // only entries within `Kernels.softmaxCutoff` of a row's max logit matter in float32. Rows keep at
         // most `cap` of them, and the backward is a gather/scatter instead of two vocabulary-sized GEMMs;
         // a chunk with a denser row (e.g. collapsed embeddings) takes the dense GEMM path.
         let cap = sparseCap ?? max(16, V / 64), stride = cap + 1
@@ -242,7 +252,9 @@ final class DiffusionLoss {
             let cnt = mask[(b * T)..<((b + 1) * T)].reduce(0, +)
             terms.nll.append(cnt > 0 ? nll[b] / Float(cnt) : 0)
         }
+        lap("head", &clock)
         guard let g = grads else { return terms }
+        defer { lap("backward", &clock) }
         // backward through the network: dx_t
         let dxt = FloatBuffer(count: n)
         if objective.contains(.mse) {

@@ -159,6 +159,11 @@ public final class Trainer {
     /// One optimisation step on the next batch.
     public func trainStep() -> StepReport { trainStep(batch: nextBatch(), draws: nil) }
 
+    /// Wall seconds per phase ("forward", "head", "backward", "optimizer") accumulated over the steps
+    /// since the last `resetPhases()` (benchmarks: where a step's time goes).
+    public var phaseSeconds: [String: Double] { loss.phaseSeconds }
+    public func resetPhases() { loss.phaseSeconds = [:] }
+
     /// One optimisation step; `draws` (tests) replaces the sampled t, weights and noise per microbatch.
     func trainStep(batch: [Seq2SeqExample], draws: [MicrobatchDraw]?, dropout: Bool = true) -> StepReport {
         let t0 = Date()
@@ -201,6 +206,8 @@ public final class Trainer {
             start += B
             chunkIndex += 1
         }
+        let tOpt = DispatchTime.now().uptimeNanoseconds
+        defer { loss.phaseSeconds["optimizer", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - tOpt) / 1e9 }
         var norm = l2Norm(grads)
         if options.clip > 0 && norm > options.clip {
             let s = Float(options.clip / (norm + 1e-6))

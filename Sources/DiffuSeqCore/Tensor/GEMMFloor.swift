@@ -1,0 +1,88 @@
+import COpenBLAS
+import Foundation
+
+/// The matrix products of one sampling or training step, timed one by one with this machine's
+/// OpenBLAS: their sum is what a step would cost if nothing but the GEMMs ran (no LayerNorm,
+/// softmax, GELU, rounding scan, memory traffic between them). `diffuseq bench gemm` prints it
+/// next to the measured step times, so a speed target can be compared with the floor it implies.
+public enum GEMMFloor {
+    /// One distinct product: C (m×n) = A (m×k)·B(k×n), `count` times per step, `parallel` when
+    /// OpenBLAS runs it on all threads, otherwise `count` copies are spread over the cores
+    /// (attention heads).
+    public struct Product: Sendable {
+        public var what: String
+        public var m: Int, n: Int, k: Int
+        public var count: Int
+        public var perCoreBatch: Bool
+        public var flops: Double { 2 * Double(m) * Double(n) * Double(k) * Double(count) }
+    }
+
+    /// One product's measured time.
+    public struct Timing: Sendable {
+        public var product: Product
+        /// Median seconds of one call.
+        public var seconds: Double
+        /// Seconds per step for all `count` calls (divided over the cores when `perCoreBatch`).
+        public var stepSeconds: Double
+        public var gflops: Double { product.flops / stepSeconds / 1e9 }
+    }
+
+    /// The products of one step of `config` on `batch` sequences of `config.seqLen` positions.
+    /// Training: forward, backward (input and weight gradients) and the decoder_nll vocabulary
+    /// GEMM (its backward is sparse). Sampling: forward and the rounding GEMM over every row.
+    public static func products(_ c: ModelConfig, batch: Int, training: Bool) -> [Product] {
+        let T = c.seqLen, M = batch * T, C = c.width, F = c.ffn, D = c.hiddenDim, V = c.vocabSize
+        let HS = c.headSize, heads = batch * c.heads, L = c.layers
+        var p: [Product] = []
+        func linear(_ what: String, _ o: Int, _ i: Int, _ times: Int) {
+            p.append(Product(what: what, m: M, n: o, k: i, count: times, perCoreBatch: false))
+            if training {
+                p.append(Product(what: what + " dX", m: M, n: i, k: o, count: times, perCoreBatch: false))
+                p.append(Product(what: what + " dW", m: o, n: i, k: M, count: times, perCoreBatch: false))
+            }
+        }
+        linear("QKV+O", C, C, 4 * L)
+        linear("FFN up", F, C, L)
+        linear("FFN down", C, F, L)
+        p.append(Product(what: "attention QKᵀ, PV", m: T, n: T, k: HS, count: 2 * heads * L, perCoreBatch: true))
+        if training { p.append(Product(what: "attention backward", m: T, n: HS, k: T, count: 4 * heads * L, perCoreBatch: true)) }
+        if c.hasProjections {
+            linear("up/down projections (C×C)", C, C, 2)
+            linear("up/down projections (C×D)", C, D, 2)
+        }
+        p.append(Product(what: training ? "decoder_nll logits" : "rounding", m: M, n: V, k: D, count: 1, perCoreBatch: false))
+        return p
+    }
+
+    /// Times every product (median of `repeats` calls after one warm-up) at the current thread count.
+    public static func measure(_ products: [Product], repeats: Int = 5) throws -> [Timing] {
+        try BLAS.ensureLoaded()
+        let cores = max(1, Int(dsq_blas_get_threads()))
+        var out: [Timing] = []
+        for pr in products {
+            let a = FloatBuffer(count: pr.m * pr.k), b = FloatBuffer(count: pr.n * pr.k), c = FloatBuffer(count: pr.m * pr.n)
+            var rng = SeededRandom(seed: 5)
+            rng.fillNormal(a.ptr, a.count); rng.fillNormal(b.ptr, b.count)
+            func once() -> Double {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                if pr.perCoreBatch {
+                    // A core's share of the heads, single-threaded, as the engine runs them.
+                    dsq_blas_enter_serial()
+                    BLAS.gemm(transB: true, m: pr.m, n: pr.n, k: pr.k, a: a.ptr, lda: pr.k, b: b.ptr, ldb: pr.k, c: c.ptr, ldc: pr.n)
+                    dsq_blas_leave_serial()
+                } else {
+                    BLAS.gemm(transB: true, m: pr.m, n: pr.n, k: pr.k, a: a.ptr, lda: pr.k, b: b.ptr, ldb: pr.k, c: c.ptr, ldc: pr.n)
+                }
+                return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            }
+            _ = once()
+            var ts: [Double] = []
+            for _ in 0..<max(1, repeats) { ts.append(once()) }
+            ts.sort()
+            let med = ts[ts.count / 2]
+            let step = pr.perCoreBatch ? med * Double(pr.count) / Double(cores) : med * Double(pr.count)
+            out.append(Timing(product: pr, seconds: med, stepSeconds: step))
+        }
+        return out
+    }
+}
