@@ -205,3 +205,87 @@ struct FastSamplerTests {
         #expect(throws: EngineError.self) { try run(.ddpm, steps: 0) }
     }
 }
+
+@Suite("Rounding over vocabulary chunks")
+struct RoundingChunkTests {
+    /// A random table of 3,000 embeddings (3 chunks) with deliberate exact ties.
+    func index() -> (EmbeddingIndex, [Float], Int) {
+        let V = 3000, D = 8
+        var rng = SeededRandom(seed: 11)
+        var table = [Float](repeating: 0, count: V * D), bias = [Float](repeating: 0, count: V)
+        table.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, V * D) }
+        bias.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, V) }
+        for j in 0..<D { table[2500 * D + j] = table[17 * D + j] }  // id 2500 ties with id 17
+        bias[2500] = bias[17]
+        let idx = table.withUnsafeBufferPointer { t in
+            bias.withUnsafeBufferPointer { b in EmbeddingIndex(table: t.baseAddress!, bias: b.baseAddress!, V: V, D: D) }
+        }
+        var x = [Float](repeating: 0, count: 40 * D)
+        x.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, 40 * D) }
+        for j in 0..<D { x[3 * D + j] = table[17 * D + j] }  // row 3 sits exactly on the tie
+        return (idx, x, D)
+    }
+
+    @Test("nearest and argmax equal a one-by-one scan (lowest id on ties) at 1, 2 and 3 workers")
+    func chunksAgree() throws {
+        let (idx, x, D) = index()
+        let rows = x.count / D
+        // Reference: brute force with the same distance formula, first minimum wins.
+        var want = [Int32](repeating: 0, count: rows), wantArg = [Int32](repeating: 0, count: rows)
+        var wantMargin = [Float](repeating: 0, count: rows)
+        for r in 0..<rows {
+            var xn: Float = 0
+            for j in 0..<D { xn += x[r * D + j] * x[r * D + j] }
+            var b1 = Float.infinity, b2 = Float.infinity, a: Int32 = 0, bl = -Float.infinity, al: Int32 = 0
+            for k in 0..<idx.V {
+                var dot: Float = 0
+                for j in 0..<D { dot += x[r * D + j] * idx.table.ptr[k * D + j] }
+                let d = max((idx.norms.ptr[k] + xn) - 2 * dot, 0)
+                if d < b1 { b2 = b1; b1 = d; a = Int32(k) } else if d < b2 { b2 = d }
+                let l = dot + idx.bias.ptr[k]
+                if l > bl { bl = l; al = Int32(k) }
+            }
+            want[r] = a; wantMargin[r] = b2 - b1; wantArg[r] = al
+        }
+        #expect(want[3] == 17, "row 3 sits on the tie between ids 17 and 2500")
+        let saved = Kernels.workerCount
+        defer { Kernels.workerCount = saved }
+        var first: ([Int32], [Float])?
+        for w in [1, 2, 3] {
+            Kernels.workerCount = w
+            var ids = [Int32](repeating: -1, count: rows), margins = [Float](repeating: -1, count: rows)
+            var arg = [Int32](repeating: -1, count: rows)
+            x.withUnsafeBufferPointer { xp in
+                ids.withUnsafeMutableBufferPointer { ip in
+                    margins.withUnsafeMutableBufferPointer { mp in
+                        idx.nearest(xp.baseAddress!, rows: rows, ids: ip.baseAddress!, margins: mp.baseAddress!)
+                    }
+                }
+                arg.withUnsafeMutableBufferPointer { idx.argmaxLogits(xp.baseAddress!, rows: rows, ids: $0.baseAddress!) }
+            }
+            #expect(ids == want, "nearest at \(w) workers")
+            #expect(arg == wantArg, "argmax at \(w) workers")
+            #expect(ids[3] == 17 && margins[3] == 0, "an exact tie keeps the lower id and a zero margin")
+            if let f = first { #expect(f.0 == ids && f.1 == margins, "identical at \(w) workers") } else { first = (ids, margins) }
+            // Distances come from BLAS in a different order than the scalar loop: margins agree closely.
+            for r in 0..<rows { #expect(abs(margins[r] - wantMargin[r]) <= 1e-3 * max(1, wantMargin[r])) }
+        }
+    }
+
+    @Test("sampling without frames (target rows rounded only) gives the run with frames, for every sampler")
+    func framesDoNotChangeTheRun() throws {
+        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        let g = try Golden("golden.safetensors")
+        let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
+        #expect(mask.contains(0) && mask.contains(1))
+        for kind in SamplerKind.allCases {
+            let o = SamplerOptions(kind: kind, steps: 6)
+            let a = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [3, 4], options: o)
+            var frames = 0
+            let b = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [3, 4], options: o, onFrame: { _ in frames += 1 })
+            #expect(frames >= 6)
+            #expect(a.sample == b.sample, "\(kind.rawValue)")
+            #expect(a.tokens == b.tokens, "\(kind.rawValue)")
+        }
+    }
+}

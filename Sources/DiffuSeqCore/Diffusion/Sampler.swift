@@ -144,6 +144,11 @@ public final class DiffusionSampler: @unchecked Sendable {
         let variance = process.fixedLargeVariance
         let tScale = Float(1000.0 / Double(process.originalSteps))
         var cancelled = false
+        let targetRows = (0..<(B * T)).filter { mask[$0] != 0 }
+        let packed = FloatBuffer(count: onFrame == nil ? targetRows.count * D : 0)
+        let packedIDs = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, targetRows.count))
+        let packedMargins = UnsafeMutablePointer<Float>.allocate(capacity: max(1, targetRows.count))
+        defer { packedIDs.deallocate(); packedMargins.deallocate() }
         var dpmPrev: (x0: FloatBuffer, lambda: Double)? = nil
         for (k, i) in indices.enumerated() {
             if isCancelled() { cancelled = true; break }
@@ -151,9 +156,18 @@ public final class DiffusionSampler: @unchecked Sendable {
             let tModel = [Float](repeating: c.rescaleTimesteps ? Float(tOrig) * tScale : Float(tOrig), count: B)
             let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil)
             let x0Raw = Array(UnsafeBufferPointer(start: out, count: n))
-            rounded.withUnsafeMutableBufferPointer { rp in
-                margins.withUnsafeMutableBufferPointer { mp in
-                    if let r = rp.baseAddress, let m = mp.baseAddress { index.nearest(out, rows: B * T, ids: r, margins: m) }
+            if onFrame == nil && !targetRows.isEmpty && targetRows.count < B * T {
+                // Source rows are re-anchored after the step whatever their rounding is: when no frame wants
+                // them, round the target rows only (exactly the same result; half the rounding GEMM for a
+                // typical pair). Their `rounded` entries keep stale ids that nothing reads.
+                for (q, r) in targetRows.enumerated() { (packed.ptr + q * D).update(from: out + r * D, count: D) }
+                index.nearest(packed.ptr, rows: targetRows.count, ids: packedIDs, margins: packedMargins)
+                for (q, r) in targetRows.enumerated() { rounded[r] = packedIDs[q]; margins[r] = packedMargins[q] }
+            } else {
+                rounded.withUnsafeMutableBufferPointer { rp in
+                    margins.withUnsafeMutableBufferPointer { mp in
+                        if let r = rp.baseAddress, let m = mp.baseAddress { index.nearest(out, rows: B * T, ids: r, margins: m) }
+                    }
                 }
             }
             // The official DDIM path rounds at every step; the others where i ≥ clamp_step.
