@@ -5,6 +5,21 @@ import Testing
 /// Hand-checkable kernel facts and finite-difference checks of every layer's backward.
 @Suite("Kernels")
 struct KernelTests {
+    @Test("ftanh equals libm tanh to 5e-7 (absolute) and 1e-6 (relative) over ±12")
+    func fastTanh() {
+        var worstAbs: Double = 0, worstRel: Double = 0
+        var x: Float = -12
+        while x <= 12 {
+            let want = Double(Foundation.tanh(Double(x))), got = Double(Kernels.ftanh(x))
+            worstAbs = max(worstAbs, abs(got - want))
+            if want != 0 { worstRel = max(worstRel, abs(got - want) / abs(want)) }
+            x = x.nextUp.isFinite ? x + 0.000_731 : 13
+        }
+        #expect(worstAbs < 5e-7, "max abs error \(worstAbs)")
+        #expect(worstRel < 1e-6, "max relative error \(worstRel)")
+        #expect(Kernels.ftanh(0) == 0 && Kernels.ftanh(-0.01) < 0 && Kernels.ftanh(100) == 1 && Kernels.ftanh(-100) == -1)
+    }
+
     @Test("fast exp and erf are accurate over the ranges used")
     func fastMath() {
         var worstExp: Float = 0, worstErf: Float = 0

@@ -195,11 +195,25 @@ enum Kernels {
         }
     }
 
-    /// tanh (accurate: libm), in place allowed.
+    /// tanh, in place allowed: x·p(x²) near 0 (no cancellation), 1 − 2/(e^{2x} + 1) elsewhere, with the
+    /// vectorisable `fexp` instead of libm (tanhf was 4 % of a sampling step); |err| < 3e-7.
     static func tanh(_ out: P, _ inp: CP, _ n: Int) {
         parallelRows(n, minChunk: 4096) { lo, hi in
-            for i in lo..<hi { out[i] = Foundation.tanh(inp[i]) }
+            for i in lo..<hi { out[i] = ftanh(inp[i]) }
         }
+    }
+
+    @inline(__always)
+    static func ftanh(_ x: Float) -> Float {
+        let ax = abs(x)
+        if ax < 0.25 {
+            // Taylor to x⁹ (the next term is under 1e-8 relative here).
+            let x2 = x * x
+            return x * (1 + x2 * (-1.0 / 3 + x2 * (2.0 / 15 + x2 * (-17.0 / 315 + x2 * (62.0 / 2835)))))
+        }
+        let e = fexp(2 * min(ax, 10))
+        let t = 1 - 2 / (e + 1)
+        return x < 0 ? -t : t
     }
 
     /// dinp += dout · (1 − y²) with y = tanh output.

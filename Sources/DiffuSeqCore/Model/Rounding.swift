@@ -67,9 +67,27 @@ final class EmbeddingIndex: @unchecked Sendable {
                     let row = tmp + r * n
                     var b1 = bestP[r], b2 = secP[r], a = argP[r]
                     let xn = xnP[r]
-                    for k in 0..<n {
+                    // Four distances at a time (the same float operations as the scalar formula); only a
+                    // group with a lane below the current 2nd-best goes through the sequential update.
+                    let xv = FVec(repeating: xn), zero = FVec(repeating: 0)
+                    let rowRaw = UnsafeRawPointer(row), nrRaw = UnsafeRawPointer(nr)
+                    var k = 0
+                    while k + lanes <= n {
+                        let rv = rowRaw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
+                        let nv = nrRaw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
+                        let d = pointwiseMax((nv + xv) - 2 * rv, zero)
+                        if any(d .< FVec(repeating: b2)) {
+                            for l in 0..<lanes {
+                                let dl = d[l]
+                                if dl < b1 { b2 = b1; b1 = dl; a = Int32(start + k + l) } else if dl < b2 { b2 = dl }
+                            }
+                        }
+                        k += lanes
+                    }
+                    while k < n {
                         let d = max((nr[k] + xn) - 2 * row[k], 0)
                         if d < b1 { b2 = b1; b1 = d; a = Int32(start + k) } else if d < b2 { b2 = d }
+                        k += 1
                     }
                     bestP[r] = b1; secP[r] = b2; argP[r] = a
                 }
@@ -104,7 +122,16 @@ final class EmbeddingIndex: @unchecked Sendable {
             for r in 0..<rows {
                 let row = tmp + r * n
                 var b = bestP[r], a = argP[r]
-                for k in 0..<n where row[k] > b { b = row[k]; a = Int32(start + k) }
+                let raw = UnsafeRawPointer(row)
+                var k = 0
+                while k + lanes <= n {
+                    let v = raw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
+                    if any(v .> FVec(repeating: b)) {
+                        for l in 0..<lanes where v[l] > b { b = v[l]; a = Int32(start + k + l) }
+                    }
+                    k += lanes
+                }
+                while k < n { if row[k] > b { b = row[k]; a = Int32(start + k) }; k += 1 }
                 bestP[r] = b; argP[r] = a
             }
         }
