@@ -73,6 +73,9 @@ struct BenchShape {
          BenchShape(name: "base-b16", config: .base, batch: 16),
          BenchShape(name: "small-b16", config: .small, batch: 16)]
     }
+    /// The explorer's live-paraphrase workload: the built-in model's shape, one seed (`bench sample --cases builtin-b1`).
+    static let builtin = BenchShape(name: "builtin-b1",
+                                    config: ModelConfig(vocabSize: 7971, width: 256, layers: 6, heads: 4, ffn: 1024, seqLen: 64), batch: 1)
     /// Multiply-adds of one forward pass per token (encoder, projections, attention).
     var forwardMACsPerToken: Double {
         let c = config, C = Double(c.width), F = Double(c.ffn), D = Double(c.hiddenDim), T = Double(c.seqLen)
@@ -90,7 +93,7 @@ struct BenchSample: ParsableCommand {
     func run() throws {
         try runReporting {
             if let c = opts.child { try child(c); return }
-            let targets = ["base-b1": 100.0, "base-b16": 1300.0, "small-b16": 150.0]
+            let targets = ["base-b1": 100.0, "base-b16": 1300.0, "small-b16": 150.0, "builtin-b1": 10.0]
             let pytorch = ["base-b1": 194.0, "base-b16": 2340.0, "small-b16": 1020.0]
             let names = opts.cases.map { $0.split(separator: ",").map(String.init) } ?? BenchShape.all().map(\.name)
             if !opts.json { eprint("bench sample: \(names.joined(separator: ", ")) (each in its own process)") }
@@ -108,7 +111,9 @@ struct BenchSample: ParsableCommand {
     }
 
     func child(_ name: String) throws {
-        guard let shape = BenchShape.all().first(where: { $0.name == name }) else { throw CLIError("unknown case \(name)") }
+        guard let shape = (BenchShape.all() + [BenchShape.builtin]).first(where: { $0.name == name }) else {
+            throw CLIError("unknown case \(name) (cases: base-b1, base-b16, small-b16, builtin-b1)")
+        }
         let model = try TransformerNetModel(config: shape.config)
         model.initialise(seed: 1)
         let sampler = try DiffusionSampler(model: model)
@@ -205,6 +210,8 @@ struct BenchGEMM: ParsableCommand {
             let cases: [(String, ModelConfig, Int, Bool, Double)] = [
                 ("sample base-b1", .base, 1, false, 100), ("sample base-b16", .base, 16, false, 1300),
                 ("sample small-b16", .small, 16, false, 150),
+                // The explorer's live paraphrase: the built-in model's shape, one seed (200 steps in ≤ 2 s).
+                ("sample builtin-b1", ModelConfig(vocabSize: 7971, width: 256, layers: 6, heads: 4, ffn: 1024, seqLen: 64), 1, false, 10),
                 ("train small-b16", .small, 16, true, 800), ("train base-b16", .base, 16, true, 5000)]
             var rows: [[String: Any]] = []
             let b = blasLine()
