@@ -151,6 +151,28 @@ struct TrainCLITests {
         #expect(TrainCLI.checkpoints(a) == ["ckpt-000010", "ckpt-000015", "ckpt-000020"])
     }
 
+    @Test("--resume --steps N extends a finished run into another folder (whole log kept); fixed flags are refused")
+    func extendRun() throws {
+        let (data, vocab) = try TrainCLI.data()
+        let root = try TrainCLI.tempDir("extend")
+        defer { try? FileManager.default.removeItem(at: data); try? FileManager.default.removeItem(at: root) }
+        let a = root.appendingPathComponent("a"), b = root.appendingPathComponent("b")
+        let ra = try TrainCLI.train(data, vocab, out: a, ["--steps", "6", "--save-interval", "3", "--seed", "4"])
+        #expect(ra.status == 0, "stderr: \(ra.stderr)")
+        let ckpt = a.appendingPathComponent("ckpt-000006")
+        let bad = try CLI.run(["train", "--resume", ckpt.path, "--lr", "0.1", "--steps", "9"], timeout: 60)
+        #expect(bad.status != 0 && bad.stderr.contains("--lr") && bad.stderr.contains("cannot change on --resume"), "stderr: \(bad.stderr)")
+        let short = try CLI.run(["train", "--resume", ckpt.path, "--steps", "6", "--output", b.path], timeout: 60)
+        #expect(short.status != 0 && short.stderr.contains("already at step 6"), "stderr: \(short.stderr)")
+        let rb = try CLI.run(["train", "--resume", ckpt.path, "--steps", "9", "--output", b.path], timeout: 120)
+        #expect(rb.status == 0, "stderr: \(rb.stderr)")
+        #expect(rb.stderr.contains("extending the schedule from 6 to 9 steps"), "stderr: \(rb.stderr)")
+        #expect(TrainCLI.checkpoints(b).last == "ckpt-000009")
+        let la = try TrainCLI.logLines(a), lb = try TrainCLI.logLines(b)
+        #expect(lb.count == 9 && Array(lb.prefix(6)) == la, "the new folder's log starts with the original run's 6 steps")
+        #expect(TrainCLI.checkpoints(a).last == "ckpt-000006", "the original folder is untouched")
+    }
+
     @Test("SIGTERM mid-run: exit 130 with a checkpoint of the interrupted step; --resume ends like a straight run")
     func sigtermThenResume() throws {
         let (data, vocab) = try TrainCLI.data()
