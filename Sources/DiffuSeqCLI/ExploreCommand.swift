@@ -206,9 +206,12 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
     func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
     var first: Double?, last: Double?
     var done = false
+    // Like the run loop, frames are applied as they arrive but the screen is drawn at most every 33 ms
+    // (the run loop waits ≤ 40 ms for a key between draws): the first and the last frame are drawn at once.
+    var lastDraw = clock.now
     while !done {
         let msgs = queue.drain()
-        if msgs.isEmpty { usleep(200); continue }
+        if msgs.isEmpty { usleep(500); continue }
         for m in msgs {
             _ = update(&model, m)
             switch m {
@@ -216,10 +219,14 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
             default: break
             }
         }
+        let isFirst = first == nil && !model.frames.isEmpty
+        let isLast = model.frames.count >= model.expectedCount && model.expectedCount > 0 && last == nil
+        guard isFirst || isLast || done || clock.now - lastDraw >= .milliseconds(33) else { continue }
         _ = view(model)
+        lastDraw = clock.now
         let now = ms(clock.now - t0)
-        if first == nil, !model.frames.isEmpty { first = now }
-        if model.frames.count >= model.expectedCount, model.expectedCount > 0, last == nil { last = now }
+        if isFirst { first = now }
+        if isLast { last = now }
     }
     worker.map { _ = $0.finished.wait(timeout: .now() + 5) }
     return ExplorerMeasurement(redraw: redraw, firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan,
