@@ -140,7 +140,7 @@ final class DiffusionLoss {
         // only entries within `Kernels.softmaxCutoff` of a row's max logit matter in float32. Rows keep at
         // most `cap` of them, and the backward is a gather/scatter instead of two vocabulary-sized GEMMs;
         // a chunk with a denser row (e.g. collapsed embeddings) takes the dense GEMM path.
-        let cap = sparseCap ?? max(16, V / 64), stride = cap + 1
+        let cap = min(V, sparseCap ?? max(16, V / 64)), stride = cap + 1  // cap = V: never dense
         lastSparseRows = 0
         let chunk = min(rows, chunkRows)
         let spIdx = UnsafeMutablePointer<Int32>.allocate(capacity: chunk * stride)
