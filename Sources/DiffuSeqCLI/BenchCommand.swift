@@ -101,12 +101,14 @@ struct BenchSample: ParsableCommand {
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads")
-            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB")
+            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
-                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f", ms, targets[n] ?? .nan,
-                             pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan))
+                let fl = (r["gemm_floor_ms"] as? Double) ?? .nan
+                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f %12.1f %8.2f", ms, targets[n] ?? .nan,
+                             pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan, fl, ms / fl))
             }
+            print("GEMM floor: the step's matrix products timed one by one in the same process (bench gemm --verbose lists them).")
         }
     }
 
@@ -120,14 +122,23 @@ struct BenchSample: ParsableCommand {
         let T = shape.config.seqLen, B = shape.batch
         var ids = [Int](repeating: 0, count: B * T), mask = [Int](repeating: 1, count: B * T)
         for b in 0..<B { for t in 0..<(T / 2) { ids[b * T + t] = 1000 + t; mask[b * T + t] = 0 } }
-        let steps = max(3, opts.repeats) + 2
-        var stamps: [Date] = []
-        _ = try sampler.run(ids: ids, mask: mask, batch: B, seeds: (0..<B).map { UInt64($0) },
-                            options: SamplerOptions(kind: .ddpm, steps: steps, decodeEveryStep: false),
-                            onFrame: { _ in stamps.append(Date()) })
-        let times = zip(stamps.dropFirst(), stamps).map { $0.timeIntervalSince($1) * 1000 }.dropFirst()
-        printJSON(["case": name, "ms_per_step": median(Array(times)), "steps_timed": times.count, "batch": B,
-                   "peak_mb": peakMemoryMB(), "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
+        // Timed as `diffuseq sample` runs (no frames: only target rows are rounded): one warm-up run, then
+        // `repeats` runs of 3 steps, each timed whole and divided by 3.
+        let o = SamplerOptions(kind: .ddpm, steps: 3, decodeEveryStep: false)
+        let seeds = (0..<B).map { UInt64($0) }
+        _ = try sampler.run(ids: ids, mask: mask, batch: B, seeds: seeds, options: SamplerOptions(kind: .ddpm, steps: 1))
+        var times: [Double] = []
+        for _ in 0..<max(1, opts.repeats) {
+            let t0 = Date()
+            _ = try sampler.run(ids: ids, mask: mask, batch: B, seeds: seeds, options: o)
+            times.append(Date().timeIntervalSince(t0) * 1000 / 3)
+        }
+        let peak = peakMemoryMB()
+        let floor = try GEMMFloor.measure(GEMMFloor.products(shape.config, batch: B, training: false,
+                                                             roundedRows: mask.filter { $0 != 0 }.count), repeats: 3)
+        printJSON(["case": name, "ms_per_step": median(Array(times)), "runs_timed": times.count,
+                   "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000, "steps_per_run": 3, "batch": B,
+                   "peak_mb": peak, "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
     }
 }
 
@@ -147,13 +158,14 @@ struct BenchTrain: ParsableCommand {
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads")
-            print("case        ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)")
+            print("case        ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)   GEMM floor  ÷ floor")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
                 let pt = pytorch[n] ?? (.nan, .nan)
-                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f)", ms, targets[n] ?? .nan, pt.0,
+                let fl = (r["gemm_floor_ms"] as? Double) ?? .nan
+                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f) %12.0f %8.2f", ms, targets[n] ?? .nan, pt.0,
                              pt.0 / ms, (r["tokens_per_s"] as? Double) ?? .nan, (r["gflops"] as? Double) ?? .nan,
-                             (r["peak_mb"] as? Double) ?? .nan, pt.1))
+                             (r["peak_mb"] as? Double) ?? .nan, pt.1, fl, ms / fl))
             }
             print("mean ms per step by phase (forward = network, head = loss terms + decoder_nll/nll, backward = network):")
             for r in res {
@@ -188,8 +200,11 @@ struct BenchTrain: ParsableCommand {
         // forward + backward of the network (3× forward) + decoder_nll's vocabulary GEMM (its backward is a sparse
         // gather/scatter, not counted) + the logged nll's one GEMM every nllEvery steps, averaged.
         let flops = 2 * (3 * shape.forwardMACsPerToken * tokens + tokens * V * D + tokens * V * D / Double(o.nllEvery))
+        let peak = peakMemoryMB()
+        let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: B, training: true), repeats: 3)
         printJSON(["case": name, "ms_per_step": ms, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
-                   "peak_mb": peakMemoryMB(), "batch": B, "seq_len": T, "phases_ms": phases])
+                   "peak_mb": peak, "batch": B, "seq_len": T, "phases_ms": phases,
+                   "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000])
     }
 }
 
@@ -207,20 +222,24 @@ struct BenchGEMM: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let cases: [(String, ModelConfig, Int, Bool, Double)] = [
-                ("sample base-b1", .base, 1, false, 100), ("sample base-b16", .base, 16, false, 1300),
-                ("sample small-b16", .small, 16, false, 150),
-                // The explorer's live paraphrase: the built-in model's shape, one seed (200 steps in ≤ 2 s).
-                ("sample builtin-b1", ModelConfig(vocabSize: 7971, width: 256, layers: 6, heads: 4, ffn: 1024, seqLen: 64), 1, false, 10),
-                ("train small-b16", .small, 16, true, 800), ("train base-b16", .base, 16, true, 5000)]
+            // The sample cases mirror `bench sample`: half of every sequence is source, so `diffuseq sample` rounds
+            // half the rows; the explorer's frames round every row and add the lm_head read-out.
+            let builtin = BenchShape.builtin.config
+            let cases: [(String, [GEMMFloor.Product], Double)] = [
+                ("sample base-b1", GEMMFloor.products(.base, batch: 1, training: false, roundedRows: 64), 100),
+                ("sample base-b16", GEMMFloor.products(.base, batch: 16, training: false, roundedRows: 16 * 64), 1300),
+                ("sample small-b16", GEMMFloor.products(.small, batch: 16, training: false, roundedRows: 16 * 64), 150),
+                ("explore builtin-b1", GEMMFloor.products(builtin, batch: 1, training: false, readOut: true), 10),
+                ("train small-b16", GEMMFloor.products(.small, batch: 16, training: true), 800),
+                ("train base-b16", GEMMFloor.products(.base, batch: 16, training: true), 5000)]
             var rows: [[String: Any]] = []
             let b = blasLine()
             if !json {
                 print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads; median of \(repeats) calls per product")
                 print("case               GEMM floor ms   target ms   GFLOP/step   floor GFLOP/s")
             }
-            for (name, config, batch, training, target) in cases {
-                let t = try GEMMFloor.measure(GEMMFloor.products(config, batch: batch, training: training), repeats: repeats)
+            for (name, products, target) in cases {
+                let t = try GEMMFloor.measure(products, repeats: repeats)
                 let ms = t.reduce(0) { $0 + $1.stepSeconds } * 1000
                 let gf = t.reduce(0) { $0 + $1.product.flops } / 1e9
                 rows.append(["case": name, "floor_ms": ms, "target_ms": target, "gflop_per_step": gf,

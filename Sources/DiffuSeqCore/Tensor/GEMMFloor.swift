@@ -30,7 +30,10 @@ public enum GEMMFloor {
     /// The products of one step of `config` on `batch` sequences of `config.seqLen` positions.
     /// Training: forward, backward (input and weight gradients) and the decoder_nll vocabulary
     /// GEMM (its backward is sparse). Sampling: forward and the rounding GEMM over every row.
-    public static func products(_ c: ModelConfig, batch: Int, training: Bool) -> [Product] {
+    /// `roundedRows`: rows the sampler rounds (default all; `diffuseq sample` rounds the target rows only);
+    /// `readOut`: add the per-step `lm_head` read-out over all rows (the explorer's frames).
+    public static func products(_ c: ModelConfig, batch: Int, training: Bool, roundedRows: Int? = nil,
+                                readOut: Bool = false) -> [Product] {
         let T = c.seqLen, M = batch * T, C = c.width, F = c.ffn, D = c.hiddenDim, V = c.vocabSize
         let HS = c.headSize, heads = batch * c.heads, L = c.layers
         var p: [Product] = []
@@ -50,7 +53,12 @@ public enum GEMMFloor {
             linear("up/down projections (C×C)", C, C, 2)
             linear("up/down projections (C×D)", C, D, 2)
         }
-        p.append(Product(what: training ? "decoder_nll logits" : "rounding", m: M, n: V, k: D, count: 1, perCoreBatch: false))
+        if training {
+            p.append(Product(what: "decoder_nll logits", m: M, n: V, k: D, count: 1, perCoreBatch: false))
+        } else {
+            p.append(Product(what: "rounding", m: roundedRows ?? M, n: V, k: D, count: 1, perCoreBatch: false))
+            if readOut { p.append(Product(what: "lm_head read-out", m: M, n: V, k: D, count: 1, perCoreBatch: false)) }
+        }
         return p
     }
 
