@@ -23,8 +23,9 @@ func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
 /// Runs `body(worker, start, end)` over 0..<n split into one contiguous chunk per core, with OpenBLAS
 /// single-threaded so that every chunk can run its own small `BLAS.gemm`s (attention heads) in parallel.
 /// `worker` indexes per-worker scratch (< `Kernels.workerCount`). Results never depend on the split.
-func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, _ body: (Int, Int, Int) -> Void) {
-    let workers = max(1, min(Kernels.workerCount, n, maxWorkers))
+func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, work: Int = .max, _ body: (Int, Int, Int) -> Void) {
+    // Under ~2M multiply-adds in all, waking a second thread costs more than the work (batch-1 attention).
+    let workers = work < (2 << 20) ? 1 : max(1, min(Kernels.workerCount, n, maxWorkers))
     dsq_blas_enter_serial()
     defer { dsq_blas_leave_serial() }
     if workers <= 1 { body(0, 0, n); return }
@@ -125,7 +126,7 @@ enum Kernels {
 
     /// out (N, C) = (inp − mean)·rstd·weight + bias; caches mean, rstd (N).
     static func layerNorm(_ out: P, mean: P?, rstd: P?, _ inp: CP, _ w: CP, _ b: CP, n: Int, c: Int, eps: Float) {
-        parallelRows(n, minChunk: 32) { lo, hi in
+        parallelRows(n, minChunk: max(32, 16384 / max(1, c))) { lo, hi in
             for r in lo..<hi {
                 let x = inp + r * c, y = out + r * c
                 var s: Float = 0
@@ -166,7 +167,7 @@ enum Kernels {
 
     /// GELU with the exact erf: 0.5·x·(1 + erf(x/√2)).
     static func gelu(_ out: P, _ inp: CP, _ n: Int) {
-        parallelRows(n, minChunk: 4096) { lo, hi in
+        parallelRows(n, minChunk: 32768) { lo, hi in
             for i in lo..<hi { let x = inp[i]; out[i] = 0.5 * x * (1 + ferf(x * 0.707_106_78)) }
         }
     }
@@ -198,7 +199,7 @@ enum Kernels {
     /// tanh, in place allowed: x·p(x²) near 0 (no cancellation), 1 − 2/(e^{2x} + 1) elsewhere, with the
     /// vectorisable `fexp` instead of libm (tanhf was 4 % of a sampling step); |err| < 3e-7.
     static func tanh(_ out: P, _ inp: CP, _ n: Int) {
-        parallelRows(n, minChunk: 4096) { lo, hi in
+        parallelRows(n, minChunk: 32768) { lo, hi in
             for i in lo..<hi { out[i] = ftanh(inp[i]) }
         }
     }

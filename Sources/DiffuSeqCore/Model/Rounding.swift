@@ -34,7 +34,7 @@ final class EmbeddingIndex: @unchecked Sendable {
         let chunks = (V + chunk - 1) / chunk
         let workers = max(1, min(Kernels.workerCount, chunks))
         let tmp = FloatBuffer(count: workers * rows * chunk)
-        parallelGEMMs(chunks, maxWorkers: workers) { w, lo, hi in
+        parallelGEMMs(chunks, maxWorkers: workers, work: rows * V * D) { w, lo, hi in
             for c in lo..<hi {
                 let start = c * chunk
                 body(w, start, min(chunk, V - start), tmp.ptr + w * rows * chunk)

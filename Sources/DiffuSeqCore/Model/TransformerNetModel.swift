@@ -134,7 +134,7 @@ public final class TransformerNetModel: @unchecked Sendable {
         let TT = T * T
         let probs = la.probs.ptr, q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, ctx = la.ctx.ptr
         // Heads are independent: one core per block of (batch, head) pairs, each GEMM single-threaded.
-        parallelGEMMs(B * NH) { _, lo, hi in
+        parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
             for bh in lo..<hi {
                 let b = bh / NH, hd = bh % NH
                 let o = b * T * C + hd * HS
@@ -151,7 +151,7 @@ public final class TransformerNetModel: @unchecked Sendable {
             pUse = acts.probsDrop.ptr
         }
         let pv = CP(pUse)
-        parallelGEMMs(B * NH) { _, lo, hi in
+        parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
             for bh in lo..<hi {
                 let b = bh / NH, hd = bh % NH
                 let o = b * T * C + hd * HS
@@ -335,7 +335,7 @@ public final class TransformerNetModel: @unchecked Sendable {
             }
         }
         let q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, dctxP = CP(dctx)
-        parallelGEMMs(B * NH, maxWorkers: s.dP.count / TT) { w, lo, hi in
+        parallelGEMMs(B * NH, maxWorkers: s.dP.count / TT, work: 4 * B * NH * T * T * HS) { w, lo, hi in
             let dP = dPAll + w * TT  // per-worker scratch
             for bh in lo..<hi {
                 let b = bh / NH, hd = bh % NH
