@@ -18,10 +18,12 @@ let package = Package(
         // OpenBLAS is loaded with dlopen after OPENBLAS_CORETYPE is chosen (see README, "BLAS").
         .target(name: "COpenBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CNCurses", linkerSettings: [.linkedLibrary("ncursesw")]),
+        // Elementwise kernels compiled for AVX-512 / AVX2 / baseline, picked at load (see CKernels.h).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // MARK: - Libraries
         .target(name: "DiffuSeqResources", path: "Resources",
                 resources: [.copy("data"), .copy("model")]),
-        .target(name: "DiffuSeqCore", dependencies: ["COpenBLAS", "DiffuSeqResources"],
+        .target(name: "DiffuSeqCore", dependencies: ["COpenBLAS", "CKernels", "DiffuSeqResources"],
                 swiftSettings: optimise),
         .target(name: "DiffuSeqTUI", dependencies: ["DiffuSeqCore"], swiftSettings: optimise),
         // MARK: - Executable

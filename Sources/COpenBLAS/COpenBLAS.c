@@ -28,6 +28,8 @@ static int current_threads = 0;  /* what OpenBLAS is set to now */
 static volatile int serial_region = 0; /* inside dsq_blas_enter_serial/leave: never change the thread count */
 static char chosen[32];
 static long parallel_min = 8L << 20; /* m·n·k below which a product runs on one thread */
+static int latency_profile = 0;      /* dsq_blas_prefer_latency() called before loading */
+static int loaded_latency = 0;       /* the profile the library was loaded with */
 
 static const char *pick_coretype(void) {
     __builtin_cpu_init();
@@ -54,6 +56,11 @@ static void do_load(void) {
        on every training step: 6 % of a step. Keep blocks below 64 MB in the heap and the heap's
        freed memory mapped, so repeated allocations reuse pages. */
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    const char *prof = getenv("DIFFUSEQ_BLAS_PROFILE");
+    if (prof && strcmp(prof, "latency") == 0) latency_profile = 1;
+    if (prof && strcmp(prof, "throughput") == 0) latency_profile = 0;
+    loaded_latency = latency_profile;
+    if (loaded_latency) parallel_min = 0;
     const char *pm = getenv("DIFFUSEQ_GEMM_PARALLEL_MIN");
     if (pm && *pm) parallel_min = atol(pm);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
@@ -67,9 +74,12 @@ static void do_load(void) {
     }
     /* Idle OpenBLAS workers spin (sched_yield) for 2^28 cycles after each call by default, stealing
        the second core from our own parallel kernels between GEMMs; 2^4 makes them sleep at once.
-       Measured: 10–20 % faster sampling and training here. A user-set value wins. */
+       Measured: 10–20 % faster sampling and training here (throughput profile). The latency
+       profile (batch-1 sampling: the explorer) keeps them spinning instead: waking a sleeping
+       worker costs tens of microseconds on this VM, and a step makes ~40 products of ~0.1 ms each,
+       so every product runs on all threads (parallel_min 0). A user-set value wins. */
     const char *timeout = getenv("OPENBLAS_THREAD_TIMEOUT");
-    if (timeout == NULL || timeout[0] == 0) setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
+    if (timeout == NULL || timeout[0] == 0) setenv("OPENBLAS_THREAD_TIMEOUT", loaded_latency ? "28" : "4", 1);
     const char *names[] = {"libopenblas.so.0", "libopenblas.so", "libopenblasp-r0.3.21.so", NULL};
     void *h = NULL;
     for (int i = 0; names[i] && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
@@ -95,6 +105,15 @@ int dsq_blas_load(char *err, int errlen) {
     if (err && errlen > 0) snprintf(err, (size_t)errlen, "%s", load_error);
     return 1;
 }
+
+int dsq_blas_prefer_latency(void) {
+    if (p_sgemm || load_error[0]) return loaded_latency;
+    latency_profile = 1;
+    return 1;
+}
+
+int dsq_blas_latency_profile(void) { return loaded_latency; }
+long dsq_blas_parallel_min(void) { return parallel_min; }
 
 const char *dsq_blas_chosen_coretype(void) { return chosen; }
 const char *dsq_blas_corename(void) { return p_corename ? p_corename() : "unloaded"; }

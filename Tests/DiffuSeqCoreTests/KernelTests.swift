@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import DiffuSeqCore
@@ -42,6 +43,64 @@ struct KernelTests {
             Kernels.layerNorm(o.baseAddress!, mean: nil, rstd: nil, inp, w, b, n: 1, c: 3, eps: 1e-12)
         }
         #expect(abs(out[0] + 1.2247449) < 1e-5 && abs(out[1]) < 1e-6 && abs(out[2] - 1.2247449) < 1e-5)
+    }
+}
+
+@Suite("C kernels (AVX-512 / AVX2 / baseline, chosen at load)")
+struct CKernelTests {
+    @Test("GELU in C equals the Swift formula with Kernels.ferf bit for bit, tails included")
+    func geluBitwise() {
+        var xs: [Float] = [0, -0.0, 1e-30, -1e-30, 4, -4, 5.7, -5.7, 100, -100]
+        var x: Float = -9
+        while x < 9 { xs.append(x); x += 0.000_913 }
+        var out = [Float](repeating: .nan, count: xs.count)
+        dsq_gelu(&out, xs, xs.count)  // odd count: the vector loop and its scalar tail
+        var bad = 0
+        for (i, v) in xs.enumerated() where out[i].bitPattern != (0.5 * v * (1 + Kernels.ferf(v * 0.707_106_78))).bitPattern { bad += 1 }
+        #expect(bad == 0, "\(bad) of \(xs.count) differ (variant \(String(cString: dsq_kernels_isa())))")
+    }
+
+    @Test("LayerNorm in C matches a float64 reference to 2e-6 with mean and rstd, for widths 3, 37 and 256")
+    func layerNormReference() {
+        var rng = SeededRandom(seed: 5)
+        for c in [3, 37, 256] {
+            let n = 5
+            var x = [Float](repeating: 0, count: n * c), w = [Float](repeating: 0, count: c), b = [Float](repeating: 0, count: c)
+            x.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, n * c) }
+            w.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, c) }
+            b.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, c) }
+            for i in 0..<c { x[i] += 3 }  // a row with a large mean
+            var out = [Float](repeating: 0, count: n * c), mean = [Float](repeating: 0, count: n), rstd = [Float](repeating: 0, count: n)
+            dsq_layernorm(&out, &mean, &rstd, x, w, b, n, c, 1e-12)
+            for r in 0..<n {
+                let row = x[(r * c)..<((r + 1) * c)].map(Double.init)
+                let m = row.reduce(0, +) / Double(c)
+                let v = row.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(c)
+                let rs = 1 / (v + 1e-12).squareRoot()
+                #expect(abs(Double(mean[r]) - m) <= 2e-6 * max(1, abs(m)), "c \(c) row \(r) mean")
+                #expect(abs(Double(rstd[r]) - rs) <= 2e-6 * rs, "c \(c) row \(r) rstd")
+                for j in 0..<c {
+                    let want = (row[j] - m) * rs * Double(w[j]) + Double(b[j])
+                    #expect(abs(Double(out[r * c + j]) - want) <= 2e-5 * max(1, abs(want)), "c \(c) row \(r) col \(j)")
+                }
+            }
+        }
+    }
+
+    @Test("matvec in C matches a float64 reference (tail columns included)")
+    func matvecReference() {
+        var rng = SeededRandom(seed: 9)
+        let rows = 11, cols = 37
+        var a = [Float](repeating: 0, count: rows * cols), x = [Float](repeating: 0, count: cols)
+        a.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, rows * cols) }
+        x.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, cols) }
+        var out = [Float](repeating: 0, count: rows)
+        dsq_matvec(&out, a, rows, cols, x)
+        for r in 0..<rows {
+            let want = (0..<cols).map { Double(a[r * cols + $0]) * Double(x[$0]) }.reduce(0, +)
+            #expect(abs(Double(out[r]) - want) <= 1e-5 * max(1, abs(want)), "row \(r)")
+        }
+        #expect(["avx512f", "avx2", "baseline"].contains(String(cString: dsq_kernels_isa())))
     }
 }
 

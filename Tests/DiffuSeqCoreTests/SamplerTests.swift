@@ -72,6 +72,43 @@ struct SamplerTests {
         #expect(Array(a.sample[256...]) != Array(d.sample[256...]))
     }
 
+    @Test("a cancelled run that reads out every step still delivers every computed frame, in order, decoded")
+    func cancellationWithReadOut() throws {
+        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        let g = try Golden("golden.safetensors")
+        var frames: [DiffusionFrame] = []
+        let r = try sampler.run(ids: g.i64("batch.input_ids"), mask: g.i64("batch.input_mask"), batch: 2, seeds: [1, 2],
+                                options: SamplerOptions(steps: 50, decodeEveryStep: true), isCancelled: { frames.count >= 3 },
+                                onFrame: { frames.append($0) })
+        #expect(r.cancelled)
+        #expect(frames.count >= 3 && frames.count < 50)
+        #expect(frames.map(\.index) == Array(0..<frames.count))
+        #expect(frames.allSatisfy { $0.decoded.count == 32 })
+        // The last delivered frame's read-out is of the run's final state.
+        #expect(frames.last?.decoded == r.tokens)
+        // Every read-out is argmax lm_head of the state the step produced (the next frame's input).
+        for k in 0..<(frames.count - 1) {
+            let next = frames[k + 1].xt
+            #expect(frames[k].decoded == sampler.readOut(next), "frame \(k)")
+        }
+    }
+
+    @Test("fused query/key/value projections give the separate projections' output")
+    func fusedProjections() throws {
+        let model = try loadTinyModel()
+        let c = model.config
+        let B = 2, T = c.seqLen, n = B * T * c.hiddenDim
+        var rng = SeededRandom(seed: 3)
+        var x = [Float](repeating: 0, count: n)
+        x.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, n) }
+        let acts = Activations(config: c, B: B, T: T, keepLayerCaches: false, dropout: false)
+        let plain = Array(UnsafeBufferPointer(start: model.forward(x: x, tModel: [3, 700], acts: acts, dropout: nil), count: n))
+        let fused = Array(UnsafeBufferPointer(start: model.forward(x: x, tModel: [3, 700], acts: acts, dropout: nil,
+                                                                   fused: model.makeFusedQKV()), count: n))
+        let (d, at) = maxAbsDiff(plain, fused)
+        #expect(d <= 1e-6, "max |diff| \(d) at \(at)")
+    }
+
     @Test("a cancelled run stops early")
     func cancellation() throws {
         let sampler = try DiffusionSampler(model: try loadTinyModel())
@@ -270,6 +307,39 @@ struct RoundingChunkTests {
             // Distances come from BLAS in a different order than the scalar loop: margins agree closely.
             for r in 0..<rows { #expect(abs(margins[r] - wantMargin[r]) <= 1e-3 * max(1, wantMargin[r])) }
         }
+    }
+
+    @Test("one product for nearest and argmax rows gives the separate calls' results, in both BLAS profiles' layouts")
+    func mergedScan() throws {
+        let (idx, x, D) = index()
+        let rows = x.count / D, n1 = 25, n2 = rows - n1
+        func separate() -> ([Int32], [Float], [Int32]) {
+            var ids = [Int32](repeating: -1, count: n1), margins = [Float](repeating: -1, count: n1)
+            var arg = [Int32](repeating: -1, count: n2)
+            x.withUnsafeBufferPointer { xp in
+                idx.nearest(xp.baseAddress!, rows: n1, ids: &ids, margins: &margins)
+                idx.argmaxLogits(xp.baseAddress! + n1 * D, rows: n2, ids: &arg)
+            }
+            return (ids, margins, arg)
+        }
+        func merged() -> ([Int32], [Float], [Int32]) {
+            var ids = [Int32](repeating: -1, count: n1), margins = [Float](repeating: -1, count: n1)
+            var arg = [Int32](repeating: -1, count: n2)
+            x.withUnsafeBufferPointer { xp in
+                idx.scan(nearest: xp.baseAddress!, rows: n1, ids: &ids, margins: &margins,
+                         logits: xp.baseAddress! + n1 * D, rows: n2, ids: &arg)
+            }
+            return (ids, margins, arg)
+        }
+        let a = separate(), b = merged()
+        #expect(a.0 == b.0 && a.1 == b.1 && a.2 == b.2)
+        // Latency profile layout: one worker, 2,048-column chunks, products threaded by OpenBLAS.
+        let saved = Kernels.inline
+        defer { Kernels.inline = saved }
+        Kernels.inline = true
+        let c = merged()
+        #expect(a.0 == c.0 && a.2 == c.2)
+        for r in 0..<n1 { #expect(abs(a.1[r] - c.1[r]) <= 1e-4 * max(1, a.1[r]), "margin \(r)") }
     }
 
     @Test("sampling without frames (target rows rounded only) gives the run with frames, for every sampler")

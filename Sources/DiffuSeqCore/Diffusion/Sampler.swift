@@ -48,14 +48,20 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// The model's full (unrespaced) process.
     public let schedule: NoiseSchedule
     let index: EmbeddingIndex
+    /// Stacked query/key/value weights for models whose per-projection products are small (a batch-1
+    /// run of the built-in model: 64×256×256), where one product per layer instead of three saves
+    /// per-call overhead; nil for larger models (their products are efficient already, and the copy
+    /// would cost 3·C²·layers floats).
+    let fused: FusedQKV?
 
-    /// Wraps a model; the rounding table is a snapshot of its embedding at this moment.
+    /// Wraps a model; the rounding table (and the fused projections) are a snapshot of its weights at this moment.
     public init(model: TransformerNetModel) throws {
         self.model = model
         let c = model.config
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
         index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
                                bias: model.ptr(model.params, "lm_head.bias"), V: c.vocabSize, D: c.hiddenDim)
+        fused = c.seqLen * c.width * c.width < (8 << 20) ? model.makeFusedQKV() : nil
     }
 
     /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.
@@ -150,11 +156,32 @@ public final class DiffusionSampler: @unchecked Sendable {
         let packedMargins = UnsafeMutablePointer<Float>.allocate(capacity: max(1, targetRows.count))
         defer { packedIDs.deallocate(); packedMargins.deallocate() }
         var dpmPrev: (x0: FloatBuffer, lambda: Double)? = nil
+        // The first full read-out of a run with frames; later read-outs replace its target rows only.
+        var decodedSource: [Int32]? = nil
+        let packedDecode = FloatBuffer(count: onFrame != nil && o.decodeEveryStep ? targetRows.count * D : 0)
+        // A frame waiting for its read-out (see the rounding above).
+        var pending: DiffusionFrame? = nil
+        // The read-out of the final x_0 when the last frame computed it.
+        var lastDecoded: [Int32]? = nil
+        // argmax lm_head of all B·T rows of x (the source rows' read-out is reused once known).
+        func readOut(_ x: UnsafePointer<Float>) -> [Int32] {
+            var d = [Int32](repeating: 0, count: B * T)
+            if let base = decodedSource {
+                d = base
+                for (q, r) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: x + r * D, count: D) }
+                index.argmaxLogits(packedDecode.ptr, rows: targetRows.count, ids: packedIDs)
+                for (q, r) in targetRows.enumerated() { d[r] = packedIDs[q] }
+            } else {
+                d.withUnsafeMutableBufferPointer { dp in if let p = dp.baseAddress { index.argmaxLogits(x, rows: B * T, ids: p) } }
+            }
+            lastDecoded = d
+            return d
+        }
         for (k, i) in indices.enumerated() {
             if isCancelled() { cancelled = true; break }
             let tOrig = process.timestepMap[i]
             let tModel = [Float](repeating: c.rescaleTimesteps ? Float(tOrig) * tScale : Float(tOrig), count: B)
-            let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil)
+            let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil, fused: fused)
             let x0Raw = Array(UnsafeBufferPointer(start: out, count: n))
             if onFrame == nil && !targetRows.isEmpty && targetRows.count < B * T {
                 // Source rows are re-anchored after the step whatever their rounding is: when no frame wants
@@ -163,6 +190,28 @@ public final class DiffusionSampler: @unchecked Sendable {
                 for (q, r) in targetRows.enumerated() { (packed.ptr + q * D).update(from: out + r * D, count: D) }
                 index.nearest(packed.ptr, rows: targetRows.count, ids: packedIDs, margins: packedMargins)
                 for (q, r) in targetRows.enumerated() { rounded[r] = packedIDs[q]; margins[r] = packedMargins[q] }
+            } else if var frame = pending {
+                // The previous frame's read-out is of x_t, this step's input: it shares this step's rounding
+                // product (one pass over the embedding table instead of two), then the frame goes out.
+                frame.decoded = decodedSource ?? [Int32](repeating: 0, count: B * T)
+                rounded.withUnsafeMutableBufferPointer { rp in
+                    margins.withUnsafeMutableBufferPointer { mp in
+                        frame.decoded.withUnsafeMutableBufferPointer { dp in
+                            guard let r = rp.baseAddress, let m = mp.baseAddress, let d = dp.baseAddress else { return }
+                            if decodedSource != nil {
+                                for (q, row) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: xt.ptr + row * D, count: D) }
+                                index.scan(nearest: out, rows: B * T, ids: r, margins: m,
+                                           logits: packedDecode.ptr, rows: targetRows.count, ids: packedIDs)
+                                for (q, row) in targetRows.enumerated() { d[row] = packedIDs[q] }
+                            } else {
+                                index.scan(nearest: out, rows: B * T, ids: r, margins: m, logits: xt.ptr, rows: B * T, ids: d)
+                            }
+                        }
+                    }
+                }
+                if decodedSource == nil && !targetRows.isEmpty && targetRows.count < B * T { decodedSource = frame.decoded }
+                pending = nil
+                onFrame?(frame)
             } else {
                 rounded.withUnsafeMutableBufferPointer { rp in
                     margins.withUnsafeMutableBufferPointer { mp in
@@ -212,23 +261,24 @@ public final class DiffusionSampler: @unchecked Sendable {
             }
             for j in 0..<n where mask[j / D] == 0 { xt.ptr[j] = xStart.ptr[j] }
             if let onFrame {
-                let last = k == indices.count - 1
-                var decoded: [Int32] = []
-                if o.decodeEveryStep || last {
-                    decoded = [Int32](repeating: 0, count: B * T)
-                    decoded.withUnsafeMutableBufferPointer { dp in
-                        if let d = dp.baseAddress { index.argmaxLogits(xt.ptr, rows: B * T, ids: d) }
-                    }
+                let frame = DiffusionFrame(index: k, count: indices.count, t: tOrig, diffusionSteps: schedule.count,
+                                           noise: schedule.noiseLevel(tOrig), batch: B, seqLen: T, dim: D,
+                                           xt: xtBefore, x0: x0Raw, rounded: rounded, margin: margins, decoded: [])
+                if o.decodeEveryStep && k < indices.count - 1 {
+                    pending = frame  // read out with the next step's rounding
+                } else {
+                    var f = frame
+                    if o.decodeEveryStep || k == indices.count - 1 { f.decoded = readOut(xt.ptr) }
+                    onFrame(f)
                 }
-                onFrame(DiffusionFrame(index: k, count: indices.count, t: tOrig, diffusionSteps: schedule.count,
-                                       noise: schedule.noiseLevel(tOrig), batch: B, seqLen: T, dim: D,
-                                       xt: xtBefore, x0: x0Raw, rounded: rounded, margin: margins, decoded: decoded))
             }
         }
-        var tokens = [Int32](repeating: 0, count: B * T)
-        tokens.withUnsafeMutableBufferPointer { tp in
-            if let tb = tp.baseAddress { index.argmaxLogits(xt.ptr, rows: B * T, ids: tb) }
+        if var frame = pending, let onFrame {
+            // Cancelled between a step and its read-out.
+            frame.decoded = readOut(xt.ptr)
+            onFrame(frame)
         }
+        let tokens = lastDecoded ?? readOut(xt.ptr)
         return SampleResult(sample: xt.array, tokens: tokens, cancelled: cancelled)
     }
 

@@ -70,6 +70,8 @@ final class Activations {
     var lastInput: CP
     private var _scratch: BackwardScratch?
     private let config: ModelConfig
+    /// (B, T, 3C) fused query/key/value projections (inference with `FusedQKV`; allocated on first use).
+    lazy var qkv = FloatBuffer(count: 3 * B * T * config.width)
 
     init(config c: ModelConfig, B: Int, T: Int, keepLayerCaches: Bool, dropout: Bool) {
         self.B = B; self.T = T; self.config = c

@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import Foundation
 
@@ -11,7 +12,7 @@ typealias CP = UnsafePointer<Float>
 /// Results never depend on the number of chunks: every kernel using this is elementwise or per row.
 @inline(__always)
 func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
-    let workers = min(Kernels.workerCount, max(1, n / max(1, minChunk)))
+    let workers = Kernels.inline ? 1 : min(Kernels.workerCount, max(1, n / max(1, minChunk)))
     if workers <= 1 { body(0, n); return }
     DispatchQueue.concurrentPerform(iterations: workers) { w in
         dsq_set_flush_denormals()  // MXCSR is per thread: make sure pool threads flush denormals too
@@ -24,6 +25,9 @@ func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
 /// single-threaded so that every chunk can run its own small `BLAS.gemm`s (attention heads) in parallel.
 /// `worker` indexes per-worker scratch (< `Kernels.workerCount`). Results never depend on the split.
 func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, work: Int = .max, _ body: (Int, Int, Int) -> Void) {
+    // Latency profile: everything on the caller's thread, each product threaded by OpenBLAS (whose
+    // workers are awake) as it sees fit.
+    if Kernels.inline { body(0, 0, n); return }
     // Under ~2M multiply-adds in all, waking a second thread costs more than the work (batch-1 attention).
     let workers = work < (2 << 20) ? 1 : max(1, min(Kernels.workerCount, n, maxWorkers))
     dsq_blas_enter_serial()
@@ -39,9 +43,17 @@ func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, work: Int = .max, _ body: (
 /// Sets the number of threads the Swift kernels use (BLAS threads are set separately).
 public func setKernelThreads(_ n: Int) { Kernels.workerCount = max(1, n) }
 
+/// Whether the Swift kernels run on the caller's thread only (see `Kernels.inline`).
+public var kernelsInline: Bool { Kernels.inline }
+
 enum Kernels {
     /// Threads used by the Swift kernels (BLAS has its own count).
     nonisolated(unsafe) static var workerCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// With the BLAS latency profile (set when the library loads), OpenBLAS's workers spin between
+    /// products: a kernel of ours on a second thread would fight them for the other core. Then every
+    /// Swift kernel runs on the caller's thread and all parallelism is OpenBLAS's. Results do not
+    /// depend on this (the kernels are per element, per row, or merged by (value, id)).
+    nonisolated(unsafe) static var inline = false
 
     // MARK: Fast exp and erf (vectorisable, ~1 ulp-level accuracy for our ranges)
 
@@ -126,18 +138,9 @@ enum Kernels {
 
     /// out (N, C) = (inp − mean)·rstd·weight + bias; caches mean, rstd (N).
     static func layerNorm(_ out: P, mean: P?, rstd: P?, _ inp: CP, _ w: CP, _ b: CP, n: Int, c: Int, eps: Float) {
+        // Rows in C (CKernels: wide vectors, a fixed summation order).
         parallelRows(n, minChunk: max(32, 16384 / max(1, c))) { lo, hi in
-            for r in lo..<hi {
-                let x = inp + r * c, y = out + r * c
-                var s: Float = 0
-                for j in 0..<c { s += x[j] }
-                let m = s / Float(c)
-                var v: Float = 0
-                for j in 0..<c { let d = x[j] - m; v += d * d }
-                let rs = 1 / (v / Float(c) + eps).squareRoot()
-                for j in 0..<c { y[j] = (x[j] - m) * rs * w[j] + b[j] }
-                mean?[r] = m; rstd?[r] = rs
-            }
+            dsq_layernorm(out + lo * c, mean.map { $0 + lo }, rstd.map { $0 + lo }, inp + lo * c, w, b, lo < hi ? hi - lo : 0, c, eps)
         }
     }
 
@@ -167,9 +170,7 @@ enum Kernels {
 
     /// GELU with the exact erf: 0.5·x·(1 + erf(x/√2)).
     static func gelu(_ out: P, _ inp: CP, _ n: Int) {
-        parallelRows(n, minChunk: 32768) { lo, hi in
-            for i in lo..<hi { let x = inp[i]; out[i] = 0.5 * x * (1 + ferf(x * 0.707_106_78)) }
-        }
+        parallelRows(n, minChunk: 32768) { lo, hi in dsq_gelu(out + lo, inp + lo, hi - lo) }
     }
 
     /// dinp += dout · GELU'(inp).

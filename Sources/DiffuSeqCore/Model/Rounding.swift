@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Nearest-embedding rounding (official `denoised_fn_round`) and the `lm_head` read-out, as one
@@ -10,7 +11,8 @@ final class EmbeddingIndex: @unchecked Sendable {
     let bias: FloatBuffer
     /// (V) ‖E_k‖².
     let norms: FloatBuffer
-    private let chunk = 1024
+    // Columns per GEMM (a chunk's scores stay in cache while they are scanned): 1,024 when the cores
+    // split the chunks, 2,048 when OpenBLAS threads each product (latency profile).
 
     init(table: UnsafePointer<Float>, bias: UnsafePointer<Float>, V: Int, D: Int) {
         self.V = V; self.D = D
@@ -27,13 +29,20 @@ final class EmbeddingIndex: @unchecked Sendable {
         }
     }
 
-    /// Vocabulary chunks are split between the cores (each GEMM single-threaded, every worker keeps
+    /// Vocabulary chunks are split between `workers` threads (each GEMM single-threaded, every worker keeps
     /// its own running best per row), then merged by (value, id): the result is exactly the sequential
-    /// scan's — lowest id on ties — whatever the number of workers.
-    private func scanChunks(rows: Int, _ body: (_ worker: Int, _ start: Int, _ n: Int, _ tmp: UnsafeMutablePointer<Float>) -> Void) {
+    /// scan's — lowest id on ties — whatever the number of workers. With the latency profile there is one
+    /// worker and OpenBLAS threads each chunk's product itself.
+    private func scanChunks(rows: Int, workers W: Int, chunk: Int,
+                            _ body: (_ worker: Int, _ start: Int, _ n: Int, _ tmp: UnsafeMutablePointer<Float>) -> Void) {
         let chunks = (V + chunk - 1) / chunk
-        let workers = max(1, min(Kernels.workerCount, chunks))
+        let workers = max(1, min(W, chunks))
         let tmp = FloatBuffer(count: workers * rows * chunk)
+        if W == 1 {
+            // Serial over chunks on this thread, each product threaded as OpenBLAS sees fit.
+            for c in 0..<chunks { body(0, c * chunk, min(chunk, V - c * chunk), tmp.ptr) }
+            return
+        }
         parallelGEMMs(chunks, maxWorkers: workers, work: rows * V * D) { w, lo, hi in
             for c in lo..<hi {
                 let start = c * chunk
@@ -46,102 +55,80 @@ final class EmbeddingIndex: @unchecked Sendable {
     /// (2nd-nearest minus nearest squared distance), distances as the official
     /// ‖E‖² + ‖v‖² − 2E·v clamped at 0.
     func nearest(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>, margins: UnsafeMutablePointer<Float>) {
-        let W = max(1, Kernels.workerCount)
-        let best = FloatBuffer(count: W * rows), second = FloatBuffer(count: W * rows)
-        best.ptr.update(repeating: .infinity, count: W * rows); second.ptr.update(repeating: .infinity, count: W * rows)
-        let arg = UnsafeMutablePointer<Int32>.allocate(capacity: W * rows)
-        arg.initialize(repeating: Int32.max, count: W * rows)
-        defer { arg.deallocate() }
-        var xnorm = [Float](repeating: 0, count: rows)
-        for r in 0..<rows {
-            var s: Float = 0
-            for j in 0..<D { s += x[r * D + j] * x[r * D + j] }
-            xnorm[r] = s
-        }
-        xnorm.withUnsafeBufferPointer { xnP in
-            scanChunks(rows: rows) { w, start, n, tmp in
-                BLAS.gemm(transB: true, m: rows, n: n, k: D, a: x, lda: D, b: table.ptr + start * D, ldb: D, c: tmp, ldc: n)
-                let nr = norms.ptr + start
-                let bestP = best.ptr + w * rows, secP = second.ptr + w * rows, argP = arg + w * rows
-                for r in 0..<rows {
-                    let row = tmp + r * n
-                    var b1 = bestP[r], b2 = secP[r], a = argP[r]
-                    let xn = xnP[r]
-                    // Four distances at a time (the same float operations as the scalar formula); only a
-                    // group with a lane below the current 2nd-best goes through the sequential update.
-                    let xv = FVec(repeating: xn), zero = FVec(repeating: 0)
-                    let rowRaw = UnsafeRawPointer(row), nrRaw = UnsafeRawPointer(nr)
-                    var k = 0
-                    while k + lanes <= n {
-                        let rv = rowRaw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
-                        let nv = nrRaw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
-                        let d = pointwiseMax((nv + xv) - 2 * rv, zero)
-                        if any(d .< FVec(repeating: b2)) {
-                            for l in 0..<lanes {
-                                let dl = d[l]
-                                if dl < b1 { b2 = b1; b1 = dl; a = Int32(start + k + l) } else if dl < b2 { b2 = dl }
-                            }
-                        }
-                        k += lanes
-                    }
-                    while k < n {
-                        let d = max((nr[k] + xn) - 2 * row[k], 0)
-                        if d < b1 { b2 = b1; b1 = d; a = Int32(start + k) } else if d < b2 { b2 = d }
-                        k += 1
-                    }
-                    bestP[r] = b1; secP[r] = b2; argP[r] = a
-                }
-            }
-        }
-        for r in 0..<rows {
-            var b1 = best.ptr[r], b2 = second.ptr[r], a = arg[r]
-            for w in 1..<W {
-                let c1 = best.ptr[w * rows + r], c2 = second.ptr[w * rows + r], ca = arg[w * rows + r]
-                if c1 < b1 || (c1 == b1 && ca < a) {
-                    b2 = min(b1, c2); b1 = c1; a = ca
-                } else {
-                    b2 = min(b2, c1)
-                }
-            }
-            ids[r] = a == Int32.max ? 0 : a; margins[r] = b2 - b1
-        }
+        scan(nearest: x, rows: rows, ids: ids, margins: margins, logits: nil, rows: 0, ids: nil)
     }
 
     /// argmax_k (x·E_kᵀ + b_k) for each row (official `get_logits` + topk(1)).
     func argmaxLogits(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>) {
-        let W = max(1, Kernels.workerCount)
-        let best = FloatBuffer(count: W * rows)
-        best.ptr.update(repeating: -.infinity, count: W * rows)
+        scan(nearest: nil, rows: 0, ids: nil, margins: nil, logits: x, rows: rows, ids: ids)
+    }
+
+    /// `nearest` for the n1 rows of `x` and `argmaxLogits` for the n2 rows of `y`, with one product per
+    /// vocabulary chunk for both (the embedding table is streamed once): the explorer rounds a step's x̂₀
+    /// and reads out the previous step's x_{t−1} together. Each row's result is exactly what the
+    /// separate calls give (a row's scores do not depend on the other rows of the product).
+    func scan(nearest x: UnsafePointer<Float>?, rows n1: Int, ids: UnsafeMutablePointer<Int32>?,
+              margins: UnsafeMutablePointer<Float>?, logits y: UnsafePointer<Float>?, rows n2: Int,
+              ids argIDs: UnsafeMutablePointer<Int32>?) {
+        let rows = n1 + n2
+        guard rows > 0 else { return }
+        // Read once: tests change the worker count while other runs are in flight.
+        let inline = Kernels.inline
+        let W = inline ? 1 : max(1, Kernels.workerCount), chunk = inline ? 2048 : 1024
+        // Rows 0..<n1 find the nearest embedding, rows n1..<rows the largest logit.
+        let a: UnsafePointer<Float>
+        var packed: FloatBuffer? = nil
+        if n2 == 0, let x { a = x } else if n1 == 0, let y { a = y } else {
+            let p = FloatBuffer(count: rows * D)
+            if let x { p.ptr.update(from: x, count: n1 * D) }
+            if let y { (p.ptr + n1 * D).update(from: y, count: n2 * D) }
+            packed = p
+            a = UnsafePointer(p.ptr)
+        }
+        let best = FloatBuffer(count: W * rows), second = FloatBuffer(count: W * rows)
+        for w in 0..<W {
+            (best.ptr + w * rows).update(repeating: .infinity, count: n1)
+            (best.ptr + w * rows + n1).update(repeating: -.infinity, count: n2)
+        }
+        second.ptr.update(repeating: .infinity, count: W * rows)
         let arg = UnsafeMutablePointer<Int32>.allocate(capacity: W * rows)
         arg.initialize(repeating: Int32.max, count: W * rows)
         defer { arg.deallocate() }
-        scanChunks(rows: rows) { w, start, n, tmp in
-            for r in 0..<rows { (tmp + r * n).update(from: bias.ptr + start, count: n) }
-            BLAS.gemm(transB: true, m: rows, n: n, k: D, a: x, lda: D, b: table.ptr + start * D, ldb: D, beta: 1, c: tmp, ldc: n)
-            let bestP = best.ptr + w * rows, argP = arg + w * rows
-            for r in 0..<rows {
-                let row = tmp + r * n
-                var b = bestP[r], a = argP[r]
-                let raw = UnsafeRawPointer(row)
-                var k = 0
-                while k + lanes <= n {
-                    let v = raw.loadUnaligned(fromByteOffset: k * 4, as: FVec.self)
-                    if any(v .> FVec(repeating: b)) {
-                        for l in 0..<lanes where v[l] > b { b = v[l]; a = Int32(start + k + l) }
-                    }
-                    k += lanes
-                }
-                while k < n { if row[k] > b { b = row[k]; a = Int32(start + k) }; k += 1 }
-                bestP[r] = b; argP[r] = a
+        var xnorm = [Float](repeating: 0, count: n1)
+        for r in 0..<n1 {
+            var s: Float = 0
+            for j in 0..<D { s += a[r * D + j] * a[r * D + j] }
+            xnorm[r] = s
+        }
+        xnorm.withUnsafeBufferPointer { xnP in
+            scanChunks(rows: rows, workers: W, chunk: chunk) { w, start, n, tmp in
+                BLAS.gemm(transB: true, m: rows, n: n, k: D, a: a, lda: D, b: table.ptr + start * D, ldb: D, c: tmp, ldc: n)
+                let nr = norms.ptr + start, bs = bias.ptr + start
+                let bestP = best.ptr + w * rows, secP = second.ptr + w * rows, argP = arg + w * rows
+                dsq_scan_nearest(tmp, n1, n, nr, xnP.baseAddress, Int32(start), bestP, secP, argP)
+                dsq_scan_argmax(tmp + n1 * n, n2, n, bs, Int32(start), bestP + n1, argP + n1)
             }
         }
-        for r in 0..<rows {
-            var b = best.ptr[r], a = arg[r]
+        withExtendedLifetime(packed) {}
+        for r in 0..<n1 {
+            var b1 = best.ptr[r], b2 = second.ptr[r], am = arg[r]
+            for w in 1..<W {
+                let c1 = best.ptr[w * rows + r], c2 = second.ptr[w * rows + r], ca = arg[w * rows + r]
+                if c1 < b1 || (c1 == b1 && ca < am) {
+                    b2 = min(b1, c2); b1 = c1; am = ca
+                } else {
+                    b2 = min(b2, c1)
+                }
+            }
+            ids?[r] = am == Int32.max ? 0 : am; margins?[r] = b2 - b1
+        }
+        for r in n1..<rows {
+            var b = best.ptr[r], am = arg[r]
             for w in 1..<W {
                 let c = best.ptr[w * rows + r], ca = arg[w * rows + r]
-                if c > b || (c == b && ca < a) { b = c; a = ca }
+                if c > b || (c == b && ca < am) { b = c; am = ca }
             }
-            ids[r] = a == Int32.max ? 0 : a
+            argIDs?[r - n1] = am == Int32.max ? 0 : am
         }
     }
 
@@ -153,10 +140,10 @@ final class EmbeddingIndex: @unchecked Sendable {
         var heap: [(Float, Int)] = []
         heap.reserveCapacity(k + 1)
         let dots = FloatBuffer(count: V)
+        // On the calling thread (no BLAS): the explorer asks from its UI thread while a run may be using
+        // both cores through OpenBLAS.
         v.withUnsafeBufferPointer { vp in
-            if let base = vp.baseAddress {
-                BLAS.gemm(transB: true, m: 1, n: V, k: D, a: base, lda: D, b: table.ptr, ldb: D, c: dots.ptr, ldc: V)
-            }
+            if let base = vp.baseAddress { dsq_matvec(dots.ptr, table.ptr, V, D, base) }
         }
         for id in 0..<V {
             let d = max(norms.ptr[id] + vn - 2 * dots.ptr[id], 0)

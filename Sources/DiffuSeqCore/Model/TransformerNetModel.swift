@@ -62,14 +62,31 @@ public final class TransformerNetModel: @unchecked Sendable {
 
     // MARK: Forward
 
+    /// The query, key and value projections of every layer stacked for one product per layer at
+    /// inference (a snapshot: later changes to `params` are not seen).
+    public func makeFusedQKV() -> FusedQKV {
+        let C = config.width, L = config.layers
+        let w = FloatBuffer(count: L * 3 * C * C), b = FloatBuffer(count: L * 3 * C)
+        for l in 0..<L {
+            for (j, name) in ["query", "key", "value"].enumerated() {
+                let p = "input_transformers.layer.\(l).attention.self.\(name)."
+                (w.ptr + (l * 3 + j) * C * C).update(from: ptr(params, p + "weight"), count: C * C)
+                (b.ptr + (l * 3 + j) * C).update(from: ptr(params, p + "bias"), count: C)
+            }
+        }
+        return FusedQKV(weight: w, bias: b)
+    }
+
     /// Runs the network: out (B, T, D) = f(x (B, T, D), tModel (B)).
     ///
     /// - Parameters:
     ///   - tModel: the timestep the network sees (official: index·1000/T when rescaling).
     ///   - dropout: a random source when training with dropout; nil in eval mode.
     /// - Returns: a pointer to `acts.out`, valid until the next call with `acts`.
+    ///   - fused: stacked query/key/value weights (inference only: ignored when `acts` keeps layer caches).
     @discardableResult
-    func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?) -> CP {
+    func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?,
+                 fused: FusedQKV? = nil) -> CP {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
         let W = params
         // time_embed: Linear(Dt→4Dt) → SiLU → Linear(4Dt→C)
@@ -104,7 +121,7 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         for l in 0..<c.layers {
             let la = acts.layer(l)
-            layerForward(l, input: h, la: la, acts: acts, dropout: dropout)
+            layerForward(l, input: h, la: la, acts: acts, dropout: dropout, fused: acts.keepsLayerCaches ? nil : fused)
             h = CP(la.out.ptr)
         }
         // output_down_proj: Linear(C→C) → tanh → Linear(C→D)
@@ -122,23 +139,32 @@ public final class TransformerNetModel: @unchecked Sendable {
     /// One BERT layer (HF `BertLayer`): self-attention → BertSelfOutput (dense + dropout +
     /// LayerNorm(x + input)) → intermediate (dense + GELU) → BertOutput (dense + dropout + LayerNorm).
     private func layerForward(_ l: Int, input: CP, la: LayerActivations, acts: Activations,
-                              dropout: UnsafeMutablePointer<SeededRandom>?) {
+                              dropout: UnsafeMutablePointer<SeededRandom>?, fused: FusedQKV?) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
         let NH = c.heads, HS = c.headSize
         let W = params, p = "input_transformers.layer.\(l)."
         // BertSelfAttention
-        Kernels.linear(la.q.ptr, input, ptr(W, p + "attention.self.query.weight"), ptr(W, p + "attention.self.query.bias"), n: BT, i: C, o: C)
-        Kernels.linear(la.k.ptr, input, ptr(W, p + "attention.self.key.weight"), ptr(W, p + "attention.self.key.bias"), n: BT, i: C, o: C)
-        Kernels.linear(la.v.ptr, input, ptr(W, p + "attention.self.value.weight"), ptr(W, p + "attention.self.value.bias"), n: BT, i: C, o: C)
+        // q, k, v: (B·T, C) each with row stride qs — separate buffers, or column blocks of one fused product.
+        let q: P, k: P, v: P, qs: Int
+        if let fused {
+            let qkv = acts.qkv.ptr
+            Kernels.linear(qkv, input, fused.weight.ptr + l * 3 * C * C, fused.bias.ptr + l * 3 * C, n: BT, i: C, o: 3 * C)
+            q = qkv; k = qkv + C; v = qkv + 2 * C; qs = 3 * C
+        } else {
+            Kernels.linear(la.q.ptr, input, ptr(W, p + "attention.self.query.weight"), ptr(W, p + "attention.self.query.bias"), n: BT, i: C, o: C)
+            Kernels.linear(la.k.ptr, input, ptr(W, p + "attention.self.key.weight"), ptr(W, p + "attention.self.key.bias"), n: BT, i: C, o: C)
+            Kernels.linear(la.v.ptr, input, ptr(W, p + "attention.self.value.weight"), ptr(W, p + "attention.self.value.bias"), n: BT, i: C, o: C)
+            q = la.q.ptr; k = la.k.ptr; v = la.v.ptr; qs = C
+        }
         let scale = 1 / Float(HS).squareRoot()
         let TT = T * T
-        let probs = la.probs.ptr, q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, ctx = la.ctx.ptr
+        let probs = la.probs.ptr, ctx = la.ctx.ptr
         // Heads are independent: one core per block of (batch, head) pairs, each GEMM single-threaded.
         parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
             for bh in lo..<hi {
                 let b = bh / NH, hd = bh % NH
-                let o = b * T * C + hd * HS
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: q + o, lda: C, b: k + o, ldb: C,
+                let o = b * T * qs + hd * HS
+                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: q + o, lda: qs, b: k + o, ldb: qs,
                           c: probs + bh * TT, ldc: T)
                 for r in 0..<T { Kernels.softmaxRow(probs + bh * TT + r * T, T) }
             }
@@ -154,8 +180,8 @@ public final class TransformerNetModel: @unchecked Sendable {
         parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
             for bh in lo..<hi {
                 let b = bh / NH, hd = bh % NH
-                let o = b * T * C + hd * HS
-                BLAS.gemm(m: T, n: HS, k: T, a: pv + bh * TT, lda: T, b: v + o, ldb: C, c: ctx + o, ldc: C)
+                BLAS.gemm(m: T, n: HS, k: T, a: pv + bh * TT, lda: T, b: v + b * T * qs + hd * HS, ldb: qs,
+                          c: ctx + b * T * C + hd * HS, ldc: C)
             }
         }
         // BertSelfOutput
@@ -364,4 +390,10 @@ public final class TransformerNetModel: @unchecked Sendable {
                                    dout: d, inp: input, w: ptr(W, k + ".weight"), n: BT, i: C, o: C)
         }
     }
+}
+
+/// Stacked (3C, C) query/key/value weights and (3C) biases of every layer (`makeFusedQKV`).
+public final class FusedQKV: @unchecked Sendable {
+    let weight: FloatBuffer, bias: FloatBuffer
+    init(weight: FloatBuffer, bias: FloatBuffer) { self.weight = weight; self.bias = bias }
 }

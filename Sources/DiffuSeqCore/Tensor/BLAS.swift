@@ -13,7 +13,20 @@ public enum BLAS {
         public var threads: Int
         /// `openblas_get_config()`.
         public var config: String
+        /// "latency" (workers spin, every product on all threads) or "throughput" (see `preferLatencyProfile`).
+        public var profile: String = "throughput"
     }
+
+    /// Chooses the latency profile for this process, for batch-1 sampling (the explorer, `trace`):
+    /// OpenBLAS's workers keep spinning between products instead of sleeping, and every product runs
+    /// on all threads. The default (throughput) profile suits batches and training, where our own
+    /// parallel kernels need the second core between products. Only effective before the library is
+    /// first loaded; returns whether the latency profile is in effect.
+    @discardableResult
+    public static func preferLatencyProfile() -> Bool { dsq_blas_prefer_latency() != 0 }
+
+    /// Whether the library was loaded with the latency profile.
+    public static var isLatencyProfile: Bool { dsq_blas_latency_profile() != 0 }
 
     /// Loads OpenBLAS if needed. Throws a readable error when the library cannot be found.
     public static func ensureLoaded() throws {
@@ -21,6 +34,7 @@ public enum BLAS {
         if dsq_blas_load(&buffer, Int32(buffer.count)) != 0 {
             throw EngineError.blasUnavailable(String(cString: buffer))
         }
+        if dsq_blas_latency_profile() != 0 && !Kernels.inline { Kernels.inline = true }
     }
 
     /// The loaded library's kernel, thread count and build string (loads it first).
@@ -30,7 +44,8 @@ public enum BLAS {
         return Info(coreName: String(cString: dsq_blas_corename()),
                     chosenCoreType: chosen.isEmpty ? nil : chosen,
                     threads: Int(dsq_blas_get_threads()),
-                    config: String(cString: dsq_blas_config()))
+                    config: String(cString: dsq_blas_config()),
+                    profile: isLatencyProfile ? "latency" : "throughput")
     }
 
     /// Sets the OpenBLAS thread count (loads the library first).
