@@ -1,4 +1,6 @@
 #include "CNCurses.h"
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -70,7 +72,7 @@ int cn_read_key(int timeout_ms, unsigned int *code, int *x, int *y) {
                 *x = ev.x; *y = ev.y;
                 return CN_EVENT_MOUSE;
             }
-            return CN_EVENT_NONE;
+            return CN_EVENT_IGNORED;
         }
         case KEY_UP: *code = CN_KEY_UP; break;
         case KEY_DOWN: *code = CN_KEY_DOWN; break;
@@ -90,6 +92,15 @@ int cn_read_key(int timeout_ms, unsigned int *code, int *x, int *y) {
     }
     *code = (unsigned int)ch;
     return CN_EVENT_CHAR;
+}
+
+int cn_wait_input(int timeout_ms, int wake_fd) {
+    struct pollfd fds[2];
+    fds[0].fd = STDIN_FILENO; fds[0].events = POLLIN; fds[0].revents = 0;
+    fds[1].fd = wake_fd; fds[1].events = POLLIN; fds[1].revents = 0;
+    int r = poll(fds, wake_fd >= 0 ? 2 : 1, timeout_ms);
+    if (r < 0) return errno == EINTR ? 1 : 0;
+    return r > 0 ? 1 : 0;
 }
 
 void cn_draw_cell(int y, int x, const char *utf8, attr_t attrs, short pair) {

@@ -58,7 +58,7 @@ func runCases(_ names: [String], subcommand: [String], opts: BenchOptions) throw
 
 func blasLine() -> [String: Any] {
     guard let i = try? BLAS.info() else { return ["kernel": "unavailable"] }
-    return ["kernel": i.coreName, "threads": i.threads, "coretype_set_by_diffuseq": i.chosenCoreType ?? ""]
+    return ["kernel": i.coreName, "threads": i.threads, "coretype_set_by_diffuseq": i.chosenCoreType ?? "", "profile": i.profile]
 }
 
 func printJSON(_ obj: Any) {
@@ -100,7 +100,7 @@ struct BenchSample: ParsableCommand {
             let res = try runCases(names, subcommand: ["bench", "sample"], opts: opts)
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
-            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads")
+            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
             print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
@@ -116,6 +116,8 @@ struct BenchSample: ParsableCommand {
         guard let shape = (BenchShape.all() + [BenchShape.builtin]).first(where: { $0.name == name }) else {
             throw CLIError("unknown case \(name) (cases: base-b1, base-b16, small-b16, builtin-b1)")
         }
+        // The explorer's shape is timed with the explorer's BLAS profile.
+        if name == BenchShape.builtin.name { BLAS.preferLatencyProfile() }
         let model = try TransformerNetModel(config: shape.config)
         model.initialise(seed: 1)
         let sampler = try DiffusionSampler(model: model)
@@ -136,7 +138,7 @@ struct BenchSample: ParsableCommand {
         let peak = peakMemoryMB()
         let floor = try GEMMFloor.measure(GEMMFloor.products(shape.config, batch: B, training: false,
                                                              roundedRows: mask.filter { $0 != 0 }.count), repeats: 3)
-        printJSON(["case": name, "ms_per_step": median(Array(times)), "runs_timed": times.count,
+        printJSON(["case": name, "blas_profile": BLAS.isLatencyProfile ? "latency" : "throughput", "ms_per_step": median(Array(times)), "runs_timed": times.count,
                    "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000, "steps_per_run": 3, "batch": B,
                    "peak_mb": peak, "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
     }
@@ -157,7 +159,7 @@ struct BenchTrain: ParsableCommand {
             let res = try runCases(names, subcommand: ["bench", "train"], opts: opts)
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
-            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads")
+            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
             print("case        ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)   GEMM floor  ÷ floor")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
@@ -269,17 +271,20 @@ struct BenchExplore: ParsableCommand {
 
     func run() throws {
         try runReporting {
+            BLAS.preferLatencyProfile()  // as `diffuseq explore`
             let loaded = try model.load()
             let backend = try EngineBackend(loaded)
             let m = measureExplorerDetailed(backend: backend, steps: steps)
             let obj: [String: Any] = ["model": loaded.name, "redraw_ms_mean": m.redraw.meanMs, "redraw_ms_p95": m.redraw.p95Ms,
                                       "first_frame_ms": m.firstFrameMs, "last_frame_ms": m.lastFrameMs, "frames": m.frames,
+                                      "ui_busy_ms": m.uiBusyMs,
                                       "blas": blasLine()]
             if json { printJSON(obj); return }
             print("model \(loaded.name)")
             print(String(format: "key → redraw (120×40, 4 seeds): mean %.2f ms, p95 %.2f ms   (target ≤ 16 ms)", m.redraw.meanMs, m.redraw.p95Ms))
             print(String(format: "Enter → first frame: %.1f ms   (target ≤ 100 ms)", m.firstFrameMs))
             print(String(format: "Enter → last frame (%d steps): %.0f ms   (target ≤ 2000 ms)", m.frames, m.lastFrameMs))
+            print(String(format: "UI thread busy during the run (applying frames, drawing): %.0f ms", m.uiBusyMs))
         }
     }
 }

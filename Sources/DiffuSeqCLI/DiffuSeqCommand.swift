@@ -28,7 +28,7 @@ func versionString() -> String {
         let info = try BLAS.info()
         s += "BLAS: OpenBLAS, kernel \(info.coreName)"
         s += info.chosenCoreType.map { " (OPENBLAS_CORETYPE=\($0) set by diffuseq)" } ?? " (chosen by OpenBLAS/user)"
-        s += ", \(info.threads) threads\n"
+        s += ", \(info.threads) threads, \(info.profile) profile\n"
         s += "OpenBLAS build: \(info.config)"
     } catch {
         s += "BLAS: \(error)"

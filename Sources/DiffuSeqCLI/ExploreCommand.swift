@@ -50,6 +50,7 @@ struct ExploreCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
+            BLAS.preferLatencyProfile()  // batch-1 sampling: keep OpenBLAS's workers awake between products
             let kind = try parseSampler(sampler)
             let seedList = try parseSeeds(seeds)
             guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }
@@ -180,6 +181,8 @@ struct ExplorerMeasurement {
     var firstFrameMs: Double
     var lastFrameMs: Double
     var frames: Int
+    /// Time the UI thread spent applying frames and drawing during the live run.
+    var uiBusyMs: Double
 }
 
 func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil, steps: Int = 200,
@@ -189,9 +192,10 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
     let redraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n)
 
     // A live paraphrase: open the explorer without running, edit the source, press Enter, and drain frames
-    // from the sampling thread like ExplorerRunLoop.
+    // from the sampling thread like ExplorerRunLoop (which also wakes on keys; none are pressed here).
     var model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
                               width: 120, height: 40)
+    model.deferDerived = true
     _ = update(&model, .key(.char("e")))
     for ch in " again" { _ = update(&model, .key(.char(ch))) }
     _ = view(model)
@@ -206,29 +210,38 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
     func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
     var first: Double?, last: Double?
     var done = false
-    // Like the run loop, frames are applied as they arrive but the screen is drawn at most every 33 ms
-    // (the run loop waits ≤ 40 ms for a key between draws): the first and the last frame are drawn at once.
-    var lastDraw = clock.now
+    // Like the run loop: sleep until frames arrive (or 40 ms), apply them, and draw following
+    // RedrawPolicy — the first and the last frame at once, the others at most every 33 ms.
+    var lastDraw = clock.now - RedrawPolicy.interval
+    var dirty = false, urgent = false
+    var uiBusy = Duration.zero
     while !done {
-        let msgs = queue.drain()
-        if msgs.isEmpty { usleep(500); continue }
-        for m in msgs {
+        var timeout = 40
+        if dirty { timeout = min(timeout, max(0, Int(ms(lastDraw + RedrawPolicy.interval - clock.now)))) }
+        queue.wait(timeoutMs: timeout)
+        let busyStart = clock.now
+        for m in queue.drain() {
             _ = update(&model, m)
+            dirty = true
+            if RedrawPolicy.isUrgent(m) { urgent = true }
             switch m {
             case .runFinished, .runCancelled, .runFailed: done = true
             default: break
             }
         }
-        let isFirst = first == nil && !model.frames.isEmpty
-        let isLast = model.frames.count >= model.expectedCount && model.expectedCount > 0 && last == nil
-        guard isFirst || isLast || done || clock.now - lastDraw >= .milliseconds(33) else { continue }
-        _ = view(model)
-        lastDraw = clock.now
-        let now = ms(clock.now - t0)
-        if isFirst { first = now }
-        if isLast { last = now }
+        if dirty && (urgent || clock.now - lastDraw >= RedrawPolicy.interval) {
+            prepareForDraw(&model)
+            _ = view(model)
+            lastDraw = clock.now
+            dirty = false
+            urgent = false
+            let now = ms(clock.now - t0)
+            if first == nil && !model.frames.isEmpty { first = now }
+            if last == nil && model.expectedCount > 0 && model.frames.count >= model.expectedCount { last = now }
+        }
+        uiBusy += clock.now - busyStart
     }
     worker.map { _ = $0.finished.wait(timeout: .now() + 5) }
     return ExplorerMeasurement(redraw: redraw, firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan,
-                               frames: model.frames.count)
+                               frames: model.frames.count, uiBusyMs: ms(uiBusy))
 }

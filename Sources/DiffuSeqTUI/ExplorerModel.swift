@@ -179,6 +179,10 @@ public struct ExplorerModel {
     public var runState: RunState = .idle
     /// Frames received so far (x_t dropped after its norms are taken, to save memory).
     public var frames: [DiffusionFrame] = []
+    /// When true, `update` with a `.frame` does not fill the view's caches (sentence, neighbours, BLEU) for
+    /// the new step: a run loop that draws less often than frames arrive calls `prepareForDraw` before
+    /// `view` instead, so the work is done only for frames that are shown. False: every update fills them.
+    public var deferDerived = false
     /// Per frame, (B·T) ‖x_t‖ and ‖x̂₀‖.
     public var xtNorms: [[Float]] = []
     /// Per frame, (B·T) ‖x̂₀‖.

@@ -30,8 +30,14 @@ public func update(_ m: inout ExplorerModel, _ msg: ExplorerMessage) -> [Explore
             m.playing = false
         }
     }
+    if case .frame = msg, m.deferDerived { return effects }
     m.refreshDerived()
     return effects
+}
+
+/// Fills the caches `view` needs for the current step (what `update` does unless `deferDerived`).
+public func prepareForDraw(_ m: inout ExplorerModel) {
+    m.refreshDerived()
 }
 
 extension ExplorerModel {

@@ -244,6 +244,27 @@ struct UpdateTests {
         #expect(m.runState == .cancelled)
     }
 
+    @Test func deferredCachesGiveTheSameScreenOnceDrawn() {
+        let backend = DemoExplorerBackend()
+        var eager = ExplorerModel(backend: backend, config: ExplorerConfig(source: demoSource, reference: demoReference, steps: 10),
+                                  width: 100, height: 30)
+        var lazy = eager
+        lazy.deferDerived = true
+        guard case .startRun(let r)? = update(&eager, .start).last else { Issue.record("no run"); return }
+        _ = update(&lazy, .start)
+        let box = Box()
+        try? backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps, isCancelled: { false }, onFrame: { box.frames.append($0) })
+        for f in box.frames.prefix(6) {
+            _ = update(&eager, .frame(runID: r.id, f))
+            _ = update(&lazy, .frame(runID: r.id, f))
+        }
+        // Nothing was computed for the frames that were never drawn ...
+        #expect(lazy.sentenceCache.count < eager.sentenceCache.count)
+        prepareForDraw(&lazy)
+        // ... and the drawn screen is the same.
+        #expect(view(lazy).lines == view(eager).lines)
+    }
+
     @Test func cancellationStopsTheDemoSamplerEarly() throws {
         let backend = DemoExplorerBackend()
         let input = try backend.prepare(source: demoSource, reference: nil)

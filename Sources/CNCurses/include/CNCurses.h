@@ -22,7 +22,8 @@ enum {
     CN_EVENT_CHAR = 1,   ///< a character in *code (Unicode scalar)
     CN_EVENT_KEY = 2,    ///< a function key in *code (one of CN_KEY_*)
     CN_EVENT_MOUSE = 3,  ///< a mouse press at (*x, *y)
-    CN_EVENT_RESIZE = 4  ///< the terminal was resized
+    CN_EVENT_RESIZE = 4, ///< the terminal was resized
+    CN_EVENT_IGNORED = 5 ///< input was consumed but is not an event (e.g. a mouse release)
 };
 
 /// Function keys reported by cn_read_key (CN_EVENT_KEY).
@@ -56,6 +57,10 @@ int cn_init_pair(short pair, short fg, short bg);
 
 /// Reads one input event, waiting at most timeout_ms. Returns a CN_EVENT_* kind.
 int cn_read_key(int timeout_ms, unsigned int *code, int *x, int *y);
+/// Waits until the terminal has input, `wake_fd` is readable, a signal arrives, or `timeout_ms`
+/// passes (poll(2) on stdin and wake_fd; wake_fd < 0 waits on stdin only). Returns 1 when woken by
+/// input, the fd or a signal, 0 on timeout.
+int cn_wait_input(int timeout_ms, int wake_fd);
 
 /// Draws one cell's UTF-8 text at (y, x) with the given attributes and colour pair.
 void cn_draw_cell(int y, int x, const char *utf8, attr_t attrs, short pair);

@@ -84,8 +84,37 @@ final class CursesTerminal {
 
     /// Reads one event, waiting at most `timeoutMs` (0: do not wait).
     func readEvent(timeoutMs: Int) -> TerminalEvent? {
+        var inputLeft = false
+        return readEvent(timeoutMs: timeoutMs, consumed: &inputLeft)
+    }
+
+    /// Waits until there is terminal input, `wakeFD` becomes readable (the sampling thread posted
+    /// frames), a signal arrives, or `timeoutMs` passes.
+    func waitForInput(timeoutMs: Int, wakeFD: Int32) {
+        _ = cn_wait_input(Int32(max(0, timeoutMs)), wakeFD)
+    }
+
+    /// Every event ncurses has ready, without waiting (at most `limit`); `more` is set when the
+    /// limit stopped the read, so input may still be buffered inside ncurses.
+    func readReadyEvents(limit: Int = 256, more: inout Bool) -> [TerminalEvent] {
+        var out: [TerminalEvent] = []
+        more = false
+        var reads = 0
+        while true {
+            if reads >= limit { more = true; break }
+            var consumed = false
+            let ev = readEvent(timeoutMs: 0, consumed: &consumed)
+            reads += 1
+            if let ev { out.append(ev) } else if !consumed { break }
+        }
+        return out
+    }
+
+    /// Reads one event; `consumed` tells whether input was read even when no event results.
+    private func readEvent(timeoutMs: Int, consumed: inout Bool) -> TerminalEvent? {
         var code: UInt32 = 0, x: Int32 = 0, y: Int32 = 0
         let kind = cn_read_key(Int32(timeoutMs), &code, &x, &y)
+        consumed = Int(kind) != Int(CN_EVENT_NONE)
         switch Int(kind) {
         case Int(CN_EVENT_CHAR):
             switch code {

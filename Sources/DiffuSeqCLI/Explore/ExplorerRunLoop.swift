@@ -2,25 +2,77 @@ import DiffuSeqCore
 import DiffuSeqTUI
 import Foundation
 
-/// Messages posted from the sampling thread, drained by the run loop (lock-protected).
+/// Messages posted from the sampling thread, drained by the run loop (lock-protected). A push also
+/// makes `wakeFD` readable, so the run loop can sleep in poll(2) on the terminal and this queue at once
+/// instead of polling on a timer.
 final class MessageQueue: @unchecked Sendable {
     private let lock = NSLock()
     private var items: [ExplorerMessage] = []
+    private var signalled = false
+    private var fds: [Int32] = [-1, -1]
+
+    init() {
+        if pipe(&fds) == 0 {
+            for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        } else {
+            fds = [-1, -1]  // no pipe: the run loop still wakes on its timeout
+        }
+    }
+
+    deinit { for fd in fds where fd >= 0 { close(fd) } }
+
+    /// Readable while messages are waiting (−1 when no pipe could be made).
+    var wakeFD: Int32 { fds[0] }
 
     /// Appends a message (any thread).
     func push(_ m: ExplorerMessage) {
         lock.lock()
         items.append(m)
+        let wake = !signalled
+        signalled = true
         lock.unlock()
+        if wake && fds[1] >= 0 {
+            var byte: UInt8 = 1
+            _ = write(fds[1], &byte, 1)
+        }
     }
 
     /// Takes every queued message (run-loop thread).
     func drain() -> [ExplorerMessage] {
         lock.lock()
         defer { lock.unlock() }
+        if signalled && fds[0] >= 0 {
+            var sink = [UInt8](repeating: 0, count: 64)
+            while read(fds[0], &sink, sink.count) > 0 {}
+        }
+        signalled = false
         let out = items
         items.removeAll(keepingCapacity: true)
         return out
+    }
+
+    /// Sleeps until a message is waiting or `timeoutMs` passes (for loops without a terminal).
+    func wait(timeoutMs: Int) {
+        guard fds[0] >= 0 else { usleep(useconds_t(max(0, timeoutMs)) * 1000); return }
+        var p = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, 1, Int32(max(0, timeoutMs)))
+    }
+}
+
+/// When the screen is redrawn while a run streams frames (shared by the run loop and `bench explore`):
+/// a key, the first and the last frame of a run and its end are drawn at once; other frames are applied
+/// as they arrive but drawn at most every `interval`, so drawing never takes a core from sampling.
+enum RedrawPolicy {
+    /// Minimum time between two draws caused by streaming frames alone.
+    static let interval = Duration.milliseconds(33)
+
+    /// Whether a message must be shown without waiting for `interval`.
+    static func isUrgent(_ m: ExplorerMessage) -> Bool {
+        switch m {
+        case .frame(_, let f): return f.index == 0 || f.index == f.count - 1
+        case .tick: return false
+        default: return true
+        }
     }
 }
 
@@ -84,6 +136,7 @@ final class ExplorerRunLoop {
         self.terminal = terminal
         let s = terminal.size
         model = ExplorerModel(backend: backend, config: config, width: s.width, height: s.height)
+        model.deferDerived = true  // caches are filled by prepareForDraw, only for frames that are drawn
     }
 
     private func apply(_ msg: ExplorerMessage) {
@@ -103,35 +156,45 @@ final class ExplorerRunLoop {
     }
 
     /// Runs until `q`, Ctrl-C or SIGTERM. Returns the signal number that stopped it (0 for `q`).
+    ///
+    /// The loop sleeps in poll(2) on the terminal and the frame queue: a key or a frame wakes it at once,
+    /// and the screen is redrawn following `RedrawPolicy`.
     func run() -> Int32 {
         apply(.start)
         let clock = ContinuousClock()
         let tickInterval = Duration.milliseconds(33)
         var nextTick = clock.now + tickInterval
+        var lastDraw = clock.now - RedrawPolicy.interval
+        var urgent = true, inputLeft = false
+        func ms(_ d: Duration) -> Int { max(0, Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)) }
         while !model.quitRequested {
             if terminal.stopSignal != 0 { break }
-            if dirty {
+            if dirty && (urgent || clock.now - lastDraw >= RedrawPolicy.interval) {
+                prepareForDraw(&model)
                 terminal.present(view(model))
                 dirty = false
+                urgent = false
+                lastDraw = clock.now
             }
             var timeout = 40
-            if model.wantsTicks {
-                let left = nextTick - clock.now
-                timeout = max(0, min(40, Int(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
-            }
-            if let ev = terminal.readEvent(timeoutMs: timeout) {
+            if model.wantsTicks { timeout = min(timeout, ms(nextTick - clock.now)) }
+            if dirty { timeout = min(timeout, ms(lastDraw + RedrawPolicy.interval - clock.now)) }
+            if inputLeft { timeout = 0 }
+            terminal.waitForInput(timeoutMs: timeout, wakeFD: queue.wakeFD)
+            // Every key ready (a burst of auto-repeat or a paste) is applied before one redraw.
+            for ev in terminal.readReadyEvents(more: &inputLeft) {
                 handle(ev)
-                // Coalesce a burst of keys (auto-repeat, paste) into one redraw.
-                var n = 0
-                while n < 256, !model.quitRequested, let more = terminal.readEvent(timeoutMs: 0) {
-                    handle(more)
-                    n += 1
-                }
+                urgent = true
+                if model.quitRequested { break }
             }
-            for msg in queue.drain() { apply(msg) }
+            for msg in queue.drain() {
+                apply(msg)
+                if RedrawPolicy.isUrgent(msg) { urgent = true }
+            }
             if model.wantsTicks {
                 if clock.now >= nextTick {
                     apply(.tick)
+                    urgent = true
                     nextTick = clock.now + tickInterval
                 }
             } else {
