@@ -30,6 +30,45 @@ static inline float ferf(float a) {
     return p / q;
 }
 
+/* The same algorithm as Kernels.fexp in Swift: n = round(x/ln 2) by the 1.5·2^23 trick, Cody–Waite
+   reduction, degree-7 Taylor polynomial, times 2^n. */
+static inline float fexp(float x) {
+    float xc = x < -87.0f ? -87.0f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = (xc - n * 0.69314575f) - n * 1.4286068e-6f;
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { unsigned u; float f; } scale;
+    scale.u = (unsigned)((int)n + 127) << 23;
+    return p * scale.f;
+}
+
+DSQ_CLONES
+void dsq_softmax_rows(float *restrict x, long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        float m = row[0];
+        for (long j = 1; j < cols; j++) m = row[j] > m ? row[j] : m;
+        float acc[16] = {0};
+        long j = 0;
+        for (; j + 16 <= cols; j += 16)
+            for (int l = 0; l < 16; l++) { float e = fexp(row[j + l] - m); row[j + l] = e; acc[l] += e; }
+        for (int w = 8; w > 0; w /= 2)
+            for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+        float s = acc[0];
+        for (; j < cols; j++) { float e = fexp(row[j] - m); row[j] = e; s += e; }
+        float inv = 1.0f / s;
+        for (j = 0; j < cols; j++) row[j] *= inv;
+    }
+}
+
 DSQ_CLONES
 void dsq_gelu(float *restrict out, const float *restrict in, long n) {
     for (long i = 0; i < n; i++) {

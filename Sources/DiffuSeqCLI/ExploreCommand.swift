@@ -183,21 +183,45 @@ struct ExplorerMeasurement {
     var frames: Int
     /// Time the UI thread spent applying frames and drawing during the live run.
     var uiBusyMs: Double
+    /// Every live run (the fields above are their medians).
+    var runs: [LiveRunMeasurement] = []
 }
 
 func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil, steps: Int = 200,
-                             seeds: [UInt64] = [1, 2, 3, 4], liveSeeds: [UInt64] = [42]) -> ExplorerMeasurement {
+                             seeds: [UInt64] = [1, 2, 3, 4], liveSeeds: [UInt64] = [42], repeats: Int = 1) -> ExplorerMeasurement {
     let src = source ?? ExploreCommand.fallbackSource
     let n = min(max(1, steps), max(1, backend.diffusionSteps))
     let redraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n)
+    var runs: [LiveRunMeasurement] = []
+    for r in 0..<max(1, repeats) {
+        // A different edit each time, so no run repeats the previous source.
+        runs.append(measureLiveRun(backend: backend, source: src, edit: " again" + String(repeating: "!", count: r),
+                                   steps: n, seeds: liveSeeds))
+    }
+    func med(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+    }
+    return ExplorerMeasurement(redraw: redraw, firstFrameMs: med(runs.map(\.firstFrameMs)), lastFrameMs: med(runs.map(\.lastFrameMs)),
+                               frames: runs.last?.frames ?? 0, uiBusyMs: med(runs.map(\.uiBusyMs)), runs: runs)
+}
 
-    // A live paraphrase: open the explorer without running, edit the source, press Enter, and drain frames
-    // from the sampling thread like ExplorerRunLoop (which also wakes on keys; none are pressed here).
+/// One live paraphrase, timed from Enter.
+struct LiveRunMeasurement {
+    var firstFrameMs: Double
+    var lastFrameMs: Double
+    var frames: Int
+    var uiBusyMs: Double
+}
+
+/// Opens the explorer without running, edits the source, presses Enter, and drains frames from the sampling
+/// thread like ExplorerRunLoop (which also wakes on keys; none are pressed here).
+func measureLiveRun(backend: any ExplorerBackend, source src: String, edit: String, steps n: Int, seeds liveSeeds: [UInt64]) -> LiveRunMeasurement {
     var model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
                               width: 120, height: 40)
     model.deferDerived = true
     _ = update(&model, .key(.char("e")))
-    for ch in " again" { _ = update(&model, .key(.char(ch))) }
+    for ch in edit { _ = update(&model, .key(.char(ch))) }
     _ = view(model)
     let queue = MessageQueue()
     var worker: SamplingWorker?
@@ -242,6 +266,5 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
         uiBusy += clock.now - busyStart
     }
     worker.map { _ = $0.finished.wait(timeout: .now() + 5) }
-    return ExplorerMeasurement(redraw: redraw, firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan,
-                               frames: model.frames.count, uiBusyMs: ms(uiBusy))
+    return LiveRunMeasurement(firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan, frames: model.frames.count, uiBusyMs: ms(uiBusy))
 }

@@ -87,6 +87,28 @@ struct CKernelTests {
         }
     }
 
+    @Test("row softmax in C matches the Swift softmax to 1e-6 and sums to 1 (widths 5, 64, 77)")
+    func softmaxRows() {
+        var rng = SeededRandom(seed: 21)
+        for c in [5, 64, 77] {
+            let rows = 4
+            var x = [Float](repeating: 0, count: rows * c)
+            x.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, rows * c) }
+            for j in 0..<c { x[j] *= 30 }  // a peaked row
+            var want = x
+            want.withUnsafeMutableBufferPointer { p in for r in 0..<rows { Kernels.softmaxRow(p.baseAddress! + r * c, c) } }
+            dsq_softmax_rows(&x, rows, c)
+            for r in 0..<rows {
+                var s: Double = 0
+                for j in 0..<c {
+                    s += Double(x[r * c + j])
+                    #expect(abs(x[r * c + j] - want[r * c + j]) <= 1e-6, "c \(c) row \(r) col \(j)")
+                }
+                #expect(abs(s - 1) < 1e-5)
+            }
+        }
+    }
+
     @Test("matvec in C matches a float64 reference (tail columns included)")
     func matvecReference() {
         var rng = SeededRandom(seed: 9)

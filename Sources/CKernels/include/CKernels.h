@@ -24,6 +24,9 @@ void dsq_scan_nearest(const float *scores, long rows, long n, const float *norms
                       int start, float *best, float *second, int *arg);
 /// Largest-logit scan of one chunk: logit = score + bias[k], in id order, strictly larger wins.
 void dsq_scan_argmax(const float *scores, long rows, long n, const float *bias, int start, float *best, int *arg);
+/// Softmax of each of `rows` rows of `cols` floats, in place: exp(x − max) with the polynomial exp of
+/// `Kernels.fexp`, divided by the row sum (16 partial sums, fixed order).
+void dsq_softmax_rows(float *x, long rows, long cols);
 /// Which variant `dsq_gelu` runs on this CPU: "avx512f", "avx2" or "baseline".
 const char *dsq_kernels_isa(void);
 #endif

@@ -54,6 +54,10 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// would cost 3·C²·layers floats).
     let fused: FusedQKV?
 
+    /// Whether sampling stacks the query/key/value projections of a model of this shape (each of the three
+    /// batch-1 products under 8M multiply-adds).
+    public static func fusesProjections(_ c: ModelConfig) -> Bool { c.seqLen * c.width * c.width < (8 << 20) }
+
     /// Wraps a model; the rounding table (and the fused projections) are a snapshot of its weights at this moment.
     public init(model: TransformerNetModel) throws {
         self.model = model
@@ -61,7 +65,7 @@ public final class DiffusionSampler: @unchecked Sendable {
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
         index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
                                bias: model.ptr(model.params, "lm_head.bias"), V: c.vocabSize, D: c.hiddenDim)
-        fused = c.seqLen * c.width * c.width < (8 << 20) ? model.makeFusedQKV() : nil
+        fused = Self.fusesProjections(c) ? model.makeFusedQKV() : nil
     }
 
     /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.

@@ -74,7 +74,7 @@ final class EmbeddingIndex: @unchecked Sendable {
         guard rows > 0 else { return }
         // Read once: tests change the worker count while other runs are in flight.
         let inline = Kernels.inline
-        let W = inline ? 1 : max(1, Kernels.workerCount), chunk = inline ? 2048 : 1024
+        let W = inline ? 1 : max(1, Kernels.workerCount), chunk = inline ? 8192 : 1024
         // Rows 0..<n1 find the nearest embedding, rows n1..<rows the largest logit.
         let a: UnsafePointer<Float>
         var packed: FloatBuffer? = nil

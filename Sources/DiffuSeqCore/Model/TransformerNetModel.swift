@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// DiffuSeq's `TransformerNetModel` (official `diffuseq/transformer_model.py`): time-embedding MLP,
@@ -166,7 +167,7 @@ public final class TransformerNetModel: @unchecked Sendable {
                 let o = b * T * qs + hd * HS
                 BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: q + o, lda: qs, b: k + o, ldb: qs,
                           c: probs + bh * TT, ldc: T)
-                for r in 0..<T { Kernels.softmaxRow(probs + bh * TT + r * T, T) }
+                dsq_softmax_rows(probs + bh * TT, T, T)
             }
         }
         var pUse = probs

@@ -44,7 +44,13 @@ public enum GEMMFloor {
                 p.append(Product(what: what + " dW", m: o, n: i, k: M, count: times, perCoreBatch: false))
             }
         }
-        linear("QKV+O", C, C, 4 * L)
+        if !training && DiffusionSampler.fusesProjections(c) {
+            // The sampler stacks query/key/value into one product per layer for small models.
+            linear("QKV (fused)", 3 * C, C, L)
+            linear("attention output", C, C, L)
+        } else {
+            linear("QKV+O", C, C, 4 * L)
+        }
         linear("FFN up", F, C, L)
         linear("FFN down", C, F, L)
         p.append(Product(what: "attention QKᵀ, PV", m: T, n: T, k: HS, count: 2 * heads * L, perCoreBatch: true))
