@@ -100,13 +100,14 @@ struct BenchSample: ParsableCommand {
             let res = try runCases(names, subcommand: ["bench", "sample"], opts: opts)
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
-            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
-            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor")
+            print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads; profile per case (builtin-b1 runs as the explorer does)")
+            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor   BLAS profile")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
                 let fl = (r["gemm_floor_ms"] as? Double) ?? .nan
                 print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f %12.1f %8.2f", ms, targets[n] ?? .nan,
-                             pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan, fl, ms / fl))
+                             pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan, fl, ms / fl)
+                      + "   " + ((r["blas_profile"] as? String) ?? "?"))
             }
             print("GEMM floor: the step's matrix products timed one by one in the same process (bench gemm --verbose lists them).")
         }
