@@ -9,8 +9,8 @@
 /// Loads OpenBLAS once (thread-safe). Returns 0 on success; on failure writes a message to err.
 int dsq_blas_load(char *err, int errlen);
 /// Asks for the latency profile (for batch-1 sampling): OpenBLAS workers keep spinning between
-/// products (OPENBLAS_THREAD_TIMEOUT 28 unless the user set it) and every product runs on all
-/// threads (unless DIFFUSEQ_GEMM_PARALLEL_MIN is set). Only effective before the library is loaded;
+/// products (OPENBLAS_THREAD_TIMEOUT 28 unless the user set it) and products from 3M multiply-adds
+/// (instead of 8M) run on all threads (unless DIFFUSEQ_GEMM_PARALLEL_MIN is set). Only effective before the library is loaded;
 /// returns 1 when the profile is (or will be) in use, 0 when the library was already loaded without it.
 int dsq_blas_prefer_latency(void);
 /// 1 when the library was loaded with the latency profile.

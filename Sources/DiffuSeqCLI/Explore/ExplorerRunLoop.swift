@@ -24,12 +24,17 @@ final class MessageQueue: @unchecked Sendable {
     /// Readable while messages are waiting (−1 when no pipe could be made).
     var wakeFD: Int32 { fds[0] }
 
-    /// Appends a message (any thread).
+    private var lastWake = ContinuousClock.now
+
+    /// Appends a message (any thread). The reader is woken for messages `RedrawPolicy` wants shown at once,
+    /// and otherwise at most once per redraw interval (its poll timeout picks up the rest): a wake-up per
+    /// frame would take a core from the sampling run 100 times a second for frames that are not drawn.
     func push(_ m: ExplorerMessage) {
+        let now = ContinuousClock.now
         lock.lock()
         items.append(m)
-        let wake = !signalled
-        signalled = true
+        let wake = !signalled && (RedrawPolicy.isUrgent(m) || now - lastWake >= RedrawPolicy.interval)
+        if wake { signalled = true; lastWake = now }
         lock.unlock()
         if wake && fds[1] >= 0 {
             var byte: UInt8 = 1

@@ -13,13 +13,13 @@ public enum BLAS {
         public var threads: Int
         /// `openblas_get_config()`.
         public var config: String
-        /// "latency" (workers spin, every product on all threads) or "throughput" (see `preferLatencyProfile`).
+        /// "latency" (workers spin, products from 3M multiply-adds threaded) or "throughput" (see `preferLatencyProfile`).
         public var profile: String = "throughput"
     }
 
     /// Chooses the latency profile for this process, for batch-1 sampling (the explorer, `trace`):
-    /// OpenBLAS's workers keep spinning between products instead of sleeping, and every product runs
-    /// on all threads. The default (throughput) profile suits batches and training, where our own
+    /// OpenBLAS's workers keep spinning between products instead of sleeping, products from 3M
+    /// multiply-adds run on all threads, and the Swift kernels run on the caller's thread. The default (throughput) profile suits batches and training, where our own
     /// parallel kernels need the second core between products. Only effective before the library is
     /// first loaded; returns whether the latency profile is in effect.
     @discardableResult
