@@ -47,6 +47,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "official (MSE over all positions) | target-only (the paper's Eq. 2).") var loss: String?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
+    @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
     @Flag(name: .long, help: "Skip malformed training lines (reporting a count).") var skipBadLines = false
     @Option(name: .long, help: "Threads for BLAS and the Swift kernels.") var threads: Int?
     @Option(name: .long, help: "Stop after this many steps in this run (the schedule still spans --steps).") var stopAfter: Int?
@@ -90,6 +91,7 @@ struct TrainCommand: ParsableCommand {
                     ("--batch-size", batchSize != nil), ("--microbatch", microbatch != nil), ("--ema-rate", emaRate != nil),
                     ("--seed", seed != nil), ("--dropout", dropout != nil), ("--attention-dropout", attentionDropout != nil),
                     ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil)]
+                if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
                     throw CLIError("\(given.joined(separator: ", ")): fixed by the checkpoint and cannot change on --resume " +
@@ -145,16 +147,39 @@ struct TrainCommand: ParsableCommand {
         try config.validate()
         let model = try TransformerNetModel(config: config)
         model.initialise(seed: r.seed)
+        if let from = initFrom { try Self.initialise(model, from: URL(fileURLWithPath: from), tokenizer: tokenizer) }
         let examples = try loadExamples(trainFile, tokenizer: tokenizer, seqLen: r.seqLen)
         let trainer = try Trainer(model: model, examples: examples, options: opts)
         let args: [String: Any] = ["vocab": vocabArg, "tokenizer": tokKind, "data_dir": dataURL.path,
                                    "dataset": dataURL.lastPathComponent, "notes": "diffuseq-swift", "loss": r.loss,
                                    "warmup": r.warmup, "gradient_clipping": r.clip, "weight_decay": r.weightDecay,
-                                   "preset": preset ?? "", "checkpoint_path": outURL.path]
+                                   "preset": preset ?? "", "checkpoint_path": outURL.path, "init_from": initFrom ?? ""]
         try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
+    }
+
+    /// Copies the weights of the checkpoint at `url` into `model` (a fresh run's starting point), after checking
+    /// that both have the same shape and the same vocabulary, id by id.
+    static func initialise(_ model: TransformerNetModel, from url: URL, tokenizer: any TextTokenizer) throws {
+        let src = try ModelCheckpoint.load(url)
+        let a = src.model.config, b = model.config
+        let shape: [(String, Int, Int)] = [("vocabulary size", a.vocabSize, b.vocabSize), ("hidden_dim", a.hiddenDim, b.hiddenDim),
+                                           ("hidden_t_dim", a.hiddenTDim, b.hiddenTDim), ("width", a.width, b.width),
+                                           ("layers", a.layers, b.layers), ("heads", a.heads, b.heads), ("ffn", a.ffn, b.ffn),
+                                           ("max positions", a.maxPositions, b.maxPositions)]
+        for (what, have, want) in shape where have != want {
+            throw CLIError("--init-from \(url.path): \(what) is \(have) in the checkpoint but \(want) in this run")
+        }
+        if a.hasProjections != b.hasProjections {
+            throw CLIError("--init-from \(url.path): the checkpoint \(a.hasProjections ? "has" : "has no") up/down projections, this run \(b.hasProjections ? "has" : "has none")")
+        }
+        for id in 0..<b.vocabSize where src.tokenizer.token(for: id) != tokenizer.token(for: id) {
+            throw CLIError("--init-from \(url.path): vocabulary differs at id \(id) (\"\(src.tokenizer.token(for: id))\" in the checkpoint, \"\(tokenizer.token(for: id))\" here); pass the checkpoint's vocabulary with --vocab")
+        }
+        model.params.ptr.update(from: src.model.params.ptr, count: model.layout.totalCount)
+        eprint("init: weights from \(src.name)")
     }
 
     func runResume(_ path: URL) throws {

@@ -1,3 +1,4 @@
+import DiffuSeqCore
 import Foundation
 import Testing
 
@@ -171,6 +172,41 @@ struct TrainCLITests {
         let la = try TrainCLI.logLines(a), lb = try TrainCLI.logLines(b)
         #expect(lb.count == 9 && Array(lb.prefix(6)) == la, "the new folder's log starts with the original run's 6 steps")
         #expect(TrainCLI.checkpoints(a).last == "ckpt-000006", "the original folder is untouched")
+    }
+
+    @Test("--init-from starts a new run from a checkpoint's weights; other shapes, --resume and missing files are refused")
+    func initFrom() throws {
+        let (data, vocab) = try TrainCLI.data()
+        let root = try TrainCLI.tempDir("initfrom")
+        defer { try? FileManager.default.removeItem(at: data); try? FileManager.default.removeItem(at: root) }
+        let a = root.appendingPathComponent("a"), b = root.appendingPathComponent("b"), c = root.appendingPathComponent("c")
+        let ra = try TrainCLI.train(data, vocab, out: a, ["--steps", "3", "--save-interval", "3", "--seed", "4"])
+        #expect(ra.status == 0, "stderr: \(ra.stderr)")
+        let ckpt = a.appendingPathComponent("ckpt-000003")
+        // A learning rate of 1e-30 leaves the weights where they start: the checkpoint's, not a random draw.
+        let rb = try TrainCLI.train(data, vocab, out: b, ["--steps", "2", "--save-interval", "2", "--seed", "5", "--lr", "1e-30",
+                                                          "--init-from", ckpt.path])
+        #expect(rb.status == 0 && rb.stderr.contains("init: weights from"), "stderr: \(rb.stderr)")
+        let wa = try ModelCheckpoint.load(ckpt).model.params.array
+        let wb = try ModelCheckpoint.load(b.appendingPathComponent("ckpt-000002")).model.params.array
+        var worst: Float = 0
+        for i in 0..<wa.count { worst = max(worst, abs(wa[i] - wb[i]) / max(1, abs(wa[i]))) }
+        #expect(wa.count == wb.count && worst <= 1e-6, "max relative difference \(worst)")
+        let rc = try TrainCLI.train(data, vocab, out: c, ["--steps", "2", "--save-interval", "2", "--seed", "5", "--lr", "1e-30"])
+        #expect(rc.status == 0)
+        let wc = try ModelCheckpoint.load(c.appendingPathComponent("ckpt-000002")).model.params.array
+        #expect(wc != wb, "without --init-from the run starts from its own random weights")
+        // Refusals: another width, --resume, a missing checkpoint.
+        var wide = TrainCLI.tiny(vocab: vocab)
+        wide[wide.firstIndex(of: "--width")! + 1] = "32"
+        let bad = try CLI.run(["train", "--data-dir", data.path, "--output", root.appendingPathComponent("d").path, "--steps", "2",
+                               "--init-from", ckpt.path] + wide, timeout: 60)
+        #expect(bad.status != 0 && bad.stderr.contains("width is 16 in the checkpoint but 32 in this run"), "stderr: \(bad.stderr)")
+        let both = try CLI.run(["train", "--resume", ckpt.path, "--init-from", ckpt.path], timeout: 60)
+        #expect(both.status != 0 && both.stderr.contains("cannot be combined with --resume"), "stderr: \(both.stderr)")
+        let missing = try TrainCLI.train(data, vocab, out: root.appendingPathComponent("e"),
+                                         ["--steps", "2", "--init-from", root.appendingPathComponent("nope").path])
+        #expect(missing.status != 0 && missing.stderr.contains("nope"), "stderr: \(missing.stderr)")
     }
 
     @Test("SIGTERM mid-run: exit 130 with a checkpoint of the interrupted step; --resume ends like a straight run")
