@@ -58,7 +58,10 @@ static void do_load(void) {
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
     const char *prof = getenv("DIFFUSEQ_BLAS_PROFILE");
     if (prof && strcmp(prof, "latency") == 0) latency_profile = 1;
-    if (prof && strcmp(prof, "throughput") == 0) latency_profile = 0;
+    else if (prof && strcmp(prof, "throughput") == 0) latency_profile = 0;
+    else if (prof && *prof)
+        fprintf(stderr, "diffuseq: DIFFUSEQ_BLAS_PROFILE=%s is not latency or throughput; using %s\n", prof,
+                latency_profile ? "latency" : "throughput");
     loaded_latency = latency_profile;
     /* With awake workers a 64×256×256 product (4.2M multiply-adds) takes 60 µs on two threads against
        97 µs on one, while 2.1M-MAC products are faster on one (52 against 66 µs): thread from 3M. */

@@ -50,13 +50,15 @@ enum CLI {
     }
 
     /// Runs the binary with `args` (stdin /dev/null), killing it after `timeout` seconds.
-    static func run(_ args: [String], timeout: Double = 60) throws -> Result {
+    static func run(_ args: [String], timeout: Double = 60, environment extra: [String: String] = [:]) throws -> Result {
         guard let binary else { throw CLIUnavailable() }
         let p = Process()
         p.executableURL = binary
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["DIFFUSEQ_RESOURCES"] = nil
+        env["DIFFUSEQ_BLAS_PROFILE"] = nil
+        for (k, v) in extra { env[k] = v }
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -137,6 +139,16 @@ struct ExploreCLITests {
         for needle in ["seeds 1 2 3 4", " 1 ● 1", " 4 ● 4", "self-BLEU", "div-4", "★"] {
             #expect(r.stdout.contains(needle), "missing \(needle.debugDescription) in:\n\(r.stdout)")
         }
+    }
+
+    @Test func versionPrintsTheBLASProfileAndWarnsOnAnUnknownOne() throws {
+        let plain = try CLI.run(["--version"])
+        #expect(plain.status == 0 && plain.stdout.contains("throughput profile"), "\(plain.stdout)")
+        let latency = try CLI.run(["--version"], environment: ["DIFFUSEQ_BLAS_PROFILE": "latency"])
+        #expect(latency.status == 0 && latency.stdout.contains("latency profile"), "\(latency.stdout)")
+        let bogus = try CLI.run(["--version"], environment: ["DIFFUSEQ_BLAS_PROFILE": "fast"])
+        #expect(bogus.status == 0 && bogus.stderr.contains("DIFFUSEQ_BLAS_PROFILE=fast is not latency or throughput"), "\(bogus.stderr)")
+        #expect(bogus.stdout.contains("throughput profile"))
     }
 
     @Test func badKeyScriptFailsWithAMessage() throws {
