@@ -101,15 +101,16 @@ struct BenchSample: ParsableCommand {
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads; profile per case (builtin-b1 runs as the explorer does)")
-            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor   BLAS profile")
+            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor   engine, BLAS profile")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
                 let fl = (r["gemm_floor_ms"] as? Double) ?? .nan
                 print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f %12.1f %8.2f", ms, targets[n] ?? .nan,
                              pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan, fl, ms / fl)
-                      + "   " + ((r["blas_profile"] as? String) ?? "?"))
+                      + "   " + ((r["engine"] as? String) ?? "?") + ", " + ((r["blas_profile"] as? String) ?? "?"))
             }
-            print("GEMM floor: the step's matrix products timed one by one in the same process (bench gemm --verbose lists them).")
+            print("GEMM floor: the step's matrix products timed one by one in the same process, on the case's engine (bench gemm --verbose lists them).")
+            print("Engines: packed = weights packed once, our AVX-512 kernels on a 2-thread pool (runs of ≤ 512 positions); blas = OpenBLAS.")
         }
     }
 
@@ -137,9 +138,11 @@ struct BenchSample: ParsableCommand {
             times.append(Date().timeIntervalSince(t0) * 1000 / 3)
         }
         let peak = peakMemoryMB()
+        let packed = sampler.usesPackedEngine(batch: B, seqLen: T)
         let floor = try GEMMFloor.measure(GEMMFloor.products(shape.config, batch: B, training: false,
-                                                             roundedRows: mask.filter { $0 != 0 }.count), repeats: 3)
+                                                             roundedRows: mask.filter { $0 != 0 }.count), repeats: 3, packed: packed)
         printJSON(["case": name, "blas_profile": BLAS.isLatencyProfile ? "latency" : "throughput", "ms_per_step": median(Array(times)), "runs_timed": times.count,
+                   "engine": packed ? "packed" : "blas",
                    "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000, "steps_per_run": 3, "batch": B,
                    "peak_mb": peak, "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
     }
@@ -280,23 +283,27 @@ struct BenchExplore: ParsableCommand {
             let backend = try EngineBackend(loaded)
             let m = measureExplorerDetailed(backend: backend, steps: steps, repeats: repeats)
             let c = loaded.model.config
-            let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: 1, training: false, readOut: true), repeats: 3)
+            let packed = backend.generator.sampler.usesPackedEngine(batch: 1, seqLen: c.seqLen)
+            let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: 1, training: false, readOut: true), repeats: 3,
+                                              packed: packed)
             let floorMs = floor.reduce(0) { $0 + $1.stepSeconds } * 1000
+            let engine = packed ? "packed (\(SamplingEngine.packedISA), \(SamplingEngine.poolThreads) threads)" : "OpenBLAS"
             let last = m.runs.map(\.lastFrameMs)
             let obj: [String: Any] = ["model": loaded.name, "redraw_ms_mean": m.redraw.meanMs, "redraw_ms_p95": m.redraw.p95Ms,
                                       "first_frame_ms": m.firstFrameMs, "last_frame_ms": m.lastFrameMs, "frames": m.frames,
                                       "ui_busy_ms": m.uiBusyMs, "runs": m.runs.count, "last_frame_ms_all": last,
                                       "first_frame_ms_all": m.runs.map(\.firstFrameMs), "gemm_floor_ms_per_step": floorMs,
-                                      "blas": blasLine()]
+                                      "engine": packed ? "packed" : "blas", "blas": blasLine()]
             if json { printJSON(obj); return }
             let b = blasLine()
-            print("model \(loaded.name); BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
+            print("model \(loaded.name); sampling engine \(engine); BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
             print(String(format: "key → redraw (120×40, 4 seeds): mean %.2f ms, p95 %.2f ms   (target ≤ 16 ms)", m.redraw.meanMs, m.redraw.p95Ms))
             print(String(format: "Enter → first frame: median %.1f ms of %d runs   (target ≤ 100 ms)", m.firstFrameMs, m.runs.count))
             print(String(format: "Enter → last frame (%d steps): median %.0f ms of %d runs, range %.0f–%.0f   (target ≤ 2000 ms)",
                          m.frames, m.lastFrameMs, m.runs.count, last.min() ?? .nan, last.max() ?? .nan))
-            print(String(format: "  = %.2f ms per step; the step's matrix products alone (GEMM floor, this process): %.2f ms → ÷ floor %.2f",
-                         m.lastFrameMs / Double(max(1, m.frames)), floorMs, m.lastFrameMs / Double(max(1, m.frames)) / floorMs))
+            print(String(format: "  = %.2f ms per step; the step's matrix products alone (GEMM floor, %@ products, this process): %.2f ms → ÷ floor %.2f",
+                         m.lastFrameMs / Double(max(1, m.frames)), (packed ? "packed" : "OpenBLAS") as NSString, floorMs,
+                         m.lastFrameMs / Double(max(1, m.frames)) / floorMs))
             print(String(format: "UI thread busy during a run (applying frames, drawing): median %.0f ms", m.uiBusyMs))
         }
     }

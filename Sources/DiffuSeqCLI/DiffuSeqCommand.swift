@@ -29,7 +29,8 @@ func versionString() -> String {
         s += "BLAS: OpenBLAS, kernel \(info.coreName)"
         s += info.chosenCoreType.map { " (OPENBLAS_CORETYPE=\($0) set by diffuseq)" } ?? " (chosen by OpenBLAS/user)"
         s += ", \(info.threads) threads, \(info.profile) profile\n"
-        s += "OpenBLAS build: \(info.config)"
+        s += "OpenBLAS build: \(info.config)\n"
+        s += "Sampling engine: \(SamplingEngine.current.rawValue) — \(SamplingEngine.current.summary)"
     } catch {
         s += "BLAS: \(error)"
     }

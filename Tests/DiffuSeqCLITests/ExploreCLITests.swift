@@ -58,6 +58,7 @@ enum CLI {
         var env = ProcessInfo.processInfo.environment
         env["DIFFUSEQ_RESOURCES"] = nil
         env["DIFFUSEQ_BLAS_PROFILE"] = nil
+        env["DIFFUSEQ_ENGINE"] = nil
         for (k, v) in extra { env[k] = v }
         p.environment = env
         let out = Pipe(), err = Pipe()
@@ -149,6 +150,26 @@ struct ExploreCLITests {
         let bogus = try CLI.run(["--version"], environment: ["DIFFUSEQ_BLAS_PROFILE": "fast"])
         #expect(bogus.status == 0 && bogus.stderr.contains("DIFFUSEQ_BLAS_PROFILE=fast is not latency or throughput"), "\(bogus.stderr)")
         #expect(bogus.stdout.contains("throughput profile"))
+    }
+
+    @Test func versionPrintsTheSamplingEngineAndWarnsOnAnUnknownOne() throws {
+        let plain = try CLI.run(["--version"])
+        #expect(plain.status == 0 && plain.stdout.contains("Sampling engine: automatic"), "\(plain.stdout)")
+        let blas = try CLI.run(["--version"], environment: ["DIFFUSEQ_ENGINE": "blas"])
+        #expect(blas.stdout.contains("Sampling engine: blas — OpenBLAS for every product"), "\(blas.stdout)")
+        let bogus = try CLI.run(["--version"], environment: ["DIFFUSEQ_ENGINE": "gpu"])
+        #expect(bogus.status == 0 && bogus.stderr.contains("DIFFUSEQ_ENGINE=gpu is not automatic, blas or packed"), "\(bogus.stderr)")
+        #expect(bogus.stdout.contains("Sampling engine: automatic"))
+        // The same trace on both engines: identical tokens at every step.
+        let args = ["trace"] + CLI.model + ["--text", "how are you", "--steps", "12"]
+        let a = try CLI.run(args, environment: ["DIFFUSEQ_ENGINE": "blas"]), b = try CLI.run(args, environment: ["DIFFUSEQ_ENGINE": "packed"])
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+        func tokens(_ s: String) -> [String] {
+            s.split(separator: "\n").compactMap { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+            }.map { "\($0["sentence"] ?? "")" }
+        }
+        #expect(tokens(a.stdout).count == 12 && tokens(a.stdout) == tokens(b.stdout))
     }
 
     @Test func badKeyScriptFailsWithAMessage() throws {

@@ -7,9 +7,9 @@ import Testing
 /// official noise injected.
 @Suite("Sampling trajectories vs the official code")
 struct SamplerTests {
-    func runTrajectory(_ kind: SamplerKind, prefix: String) throws -> (frames: [DiffusionFrame], result: SampleResult, g: Golden) {
+    func runTrajectory(_ kind: SamplerKind, prefix: String, engine: SamplingEngine) throws -> (frames: [DiffusionFrame], result: SampleResult, g: Golden) {
         let g = try Golden("golden.safetensors")
-        let sampler = try DiffusionSampler(model: try loadTinyModel())
+        let sampler = try DiffusionSampler(model: try loadTinyModel(), engine: engine)
         let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
         let initNoise = g.f32("sample.noise_init")
         let stepNoise = g.f32("p_sample10.step_noise")
@@ -27,8 +27,8 @@ struct SamplerTests {
         return (frames, result, g)
     }
 
-    func check(_ kind: SamplerKind, prefix: String) throws {
-        let (frames, result, g) = try runTrajectory(kind, prefix: prefix)
+    func check(_ kind: SamplerKind, prefix: String, engine: SamplingEngine) throws {
+        let (frames, result, g) = try runTrajectory(kind, prefix: prefix, engine: engine)
         #expect(frames.count == 10)
         let n = 512
         let xs = g.f32(prefix + ".x"), rounded = g.i64(prefix + ".rounded_ids")
@@ -46,23 +46,25 @@ struct SamplerTests {
         #expect(result.tokens.map(Int.init) == Array(decoded[(9 * 32)...]))
     }
 
-    @Test("p_sample loop, respaced to 10 steps: x at every step ≤1e-4, ids exact")
-    func pSampleTrajectory() throws { try check(.ddpm, prefix: "p_sample10") }
+    @Test("p_sample loop, respaced to 10 steps: x at every step ≤1e-4, ids exact (OpenBLAS and packed engines)",
+          arguments: [SamplingEngine.blas, .packed])
+    func pSampleTrajectory(engine: SamplingEngine) throws { try check(.ddpm, prefix: "p_sample10", engine: engine) }
 
-    @Test("official --step 10 DDIM path (off-by-gap quirk): x ≤1e-4, ids exact")
-    func ddimOfficialTrajectory() throws { try check(.ddimOfficial, prefix: "ddim10") }
+    @Test("official --step 10 DDIM path (off-by-gap quirk): x ≤1e-4, ids exact (OpenBLAS and packed engines)",
+          arguments: [SamplingEngine.blas, .packed])
+    func ddimOfficialTrajectory(engine: SamplingEngine) throws { try check(.ddimOfficial, prefix: "ddim10", engine: engine) }
 
-    @Test("same seed gives identical frames at any batch composition and thread count")
-    func deterministicSeeds() throws {
-        let sampler = try DiffusionSampler(model: try loadTinyModel())
+    @Test("same seed gives identical frames at any batch composition and thread count", arguments: [SamplingEngine.blas, .packed])
+    func deterministicSeeds(engine: SamplingEngine) throws {
+        let sampler = try DiffusionSampler(model: try loadTinyModel(), engine: engine)
         let g = try Golden("golden.safetensors")
         let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
         let o = SamplerOptions(kind: .ddpm, steps: 5, decodeEveryStep: true)
         let saved = Kernels.workerCount
-        defer { Kernels.workerCount = saved }
-        Kernels.workerCount = 1
+        defer { setKernelThreads(saved) }
+        setKernelThreads(1)
         let a = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
-        Kernels.workerCount = 2
+        setKernelThreads(2)
         let b = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
         #expect(a.sample == b.sample)
         // Row 1 alone with seed 8 equals row 1 of the batch.

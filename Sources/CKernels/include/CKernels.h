@@ -29,4 +29,41 @@ void dsq_scan_argmax(const float *scores, long rows, long n, const float *bias, 
 void dsq_softmax_rows(float *x, long rows, long cols);
 /// Which variant `dsq_gelu` runs on this CPU: "avx512f", "avx2" or "baseline".
 const char *dsq_kernels_isa(void);
+
+// MARK: Packed products (packed.c): batch-1 inference on weights packed once, on a small thread pool.
+
+/// Activation applied after bias and residual by `dsq_linear_packed`.
+#define DSQ_ACT_NONE 0
+#define DSQ_ACT_GELU 1
+/// Floats `dsq_pack` writes for an (n × k) weight: ceil(n/32)·32·k.
+long dsq_packed_count(long n, long k);
+/// Packs W (n × k, row stride ldw; y = x·Wᵀ) into panels of 32 output columns: panel p, step k holds
+/// W[32p + j][k] for j < 32 (zero past column n).
+void dsq_pack(float *dst, const float *w, long ldw, long n, long k);
+/// out (m × n, row stride ldo) = act((x (m × k, stride ldx)·Wᵀ + bias) + res (stride ldr)), W packed by
+/// `dsq_pack`; bias, res may be NULL. Each output is one fused multiply-add per k in k order from 0, then
+/// + bias, then + res: the same bits on every CPU and thread count. Runs on the pool.
+void dsq_linear_packed(float *out, long ldo, const float *x, long ldx, long m, long k, const float *packed, long n,
+                       const float *bias, const float *res, long ldr, int act);
+/// Self-attention without a mask for one sequence: qkv (T × ldq) holds Q, K, V as column blocks of
+/// heads·hs; ctx (T × ldc) receives softmax(scale·Q_h·K_hᵀ)·V_h per head. Heads are split over the pool.
+/// `scratch` holds `dsq_attention_scratch_count(T, hs, workers)` floats; at most `workers` threads run.
+void dsq_attention_packed(float *ctx, long ldc, const float *qkv, long ldq, long T, long heads, long hs, float scale,
+                          float *scratch, int workers);
+long dsq_attention_scratch_count(long T, long hs, int workers);
+/// `dsq_scan_nearest` over rows 0..<n1 and `dsq_scan_argmax` over rows n1..<n1+n2 of a (rows × D) against
+/// the packed (V × D) table, in chunks of `chunk` columns (a multiple of 32). The vocabulary is split into
+/// one contiguous id range per pool worker (at most `workers`): worker w keeps its running state in
+/// best/second/arg + w·rows (initialised by the caller for `workers` workers; a worker without a share
+/// leaves its slots as they were). scratch: workers·rows·chunk floats.
+void dsq_scan_packed(const float *a, long n1, long n2, long D, const float *packed, long V, const float *norms,
+                     const float *xnorm, const float *bias, float *best, float *second, int *arg, float *scratch,
+                     long chunk, int workers);
+/// Threads of the pool (the caller counts as one); 1 runs everything on the caller.
+void dsq_pool_set_threads(int n);
+int dsq_pool_threads(void);
+/// "avx512f" or "scalar": which code the packed products run on this CPU.
+const char *dsq_packed_isa(void);
+/// Tests: run the portable code even on an AVX-512 CPU (it gives the same bits, only slower).
+void dsq_packed_force_scalar(int on);
 #endif

@@ -58,14 +58,35 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// batch-1 products under 8M multiply-adds).
     public static func fusesProjections(_ c: ModelConfig) -> Bool { c.seqLen * c.width * c.width < (8 << 20) }
 
-    /// Wraps a model; the rounding table (and the fused projections) are a snapshot of its weights at this moment.
-    public init(model: TransformerNetModel) throws {
+    /// Which code runs the products (see `SamplingEngine`).
+    public let engine: SamplingEngine
+    private let packedLock = NSLock()
+    private var _packed: PackedModel?
+
+    /// Wraps a model; the rounding table (and the fused projections, and the packed weights) are a snapshot
+    /// of its weights at this moment. The packed weights are made here when a batch-1 run would use them,
+    /// otherwise on the first run that does.
+    public init(model: TransformerNetModel, engine: SamplingEngine = .current) throws {
         self.model = model
+        self.engine = engine
         let c = model.config
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
         index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
                                bias: model.ptr(model.params, "lm_head.bias"), V: c.vocabSize, D: c.hiddenDim)
         fused = Self.fusesProjections(c) ? model.makeFusedQKV() : nil
+        if engine.usesPacked(rows: c.seqLen) { _packed = PackedModel(model: model) }
+    }
+
+    /// Whether a run of `batch` sequences of `seqLen` positions uses the packed engine.
+    public func usesPackedEngine(batch: Int, seqLen: Int) -> Bool { engine.usesPacked(rows: batch * seqLen) }
+
+    private func packedModel() -> PackedModel {
+        packedLock.lock()
+        defer { packedLock.unlock() }
+        if let p = _packed { return p }
+        let p = PackedModel(model: model)
+        _packed = p
+        return p
     }
 
     /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.
@@ -139,6 +160,7 @@ public final class DiffusionSampler: @unchecked Sendable {
             throw EngineError.invalidInput("token id \(bad) is outside the vocabulary (size \(c.vocabSize))")
         }
         let (process, indices) = try plan(o)
+        let pm: PackedModel? = engine.usesPacked(rows: B * T) ? packedModel() : nil
         let n = B * T * D
         var rngs = seeds.map { SeededRandom(seed: $0) }
         let fill: NoiseProvider = noise ?? { _, out, count in
@@ -173,10 +195,10 @@ public final class DiffusionSampler: @unchecked Sendable {
             if let base = decodedSource {
                 d = base
                 for (q, r) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: x + r * D, count: D) }
-                index.argmaxLogits(packedDecode.ptr, rows: targetRows.count, ids: packedIDs)
+                index.argmaxLogits(packedDecode.ptr, rows: targetRows.count, ids: packedIDs, packed: pm?.table)
                 for (q, r) in targetRows.enumerated() { d[r] = packedIDs[q] }
             } else {
-                d.withUnsafeMutableBufferPointer { dp in if let p = dp.baseAddress { index.argmaxLogits(x, rows: B * T, ids: p) } }
+                d.withUnsafeMutableBufferPointer { dp in if let p = dp.baseAddress { index.argmaxLogits(x, rows: B * T, ids: p, packed: pm?.table) } }
             }
             lastDecoded = d
             return d
@@ -185,14 +207,15 @@ public final class DiffusionSampler: @unchecked Sendable {
             if isCancelled() { cancelled = true; break }
             let tOrig = process.timestepMap[i]
             let tModel = [Float](repeating: c.rescaleTimesteps ? Float(tOrig) * tScale : Float(tOrig), count: B)
-            let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil, fused: fused)
+            let out = pm.map { $0.forward(x: xt.ptr, tModel: tModel, acts: acts) }
+                ?? model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil, fused: fused)
             let x0Raw = Array(UnsafeBufferPointer(start: out, count: n))
             if onFrame == nil && !targetRows.isEmpty && targetRows.count < B * T {
                 // Source rows are re-anchored after the step whatever their rounding is: when no frame wants
                 // them, round the target rows only (exactly the same result; half the rounding GEMM for a
                 // typical pair). Their `rounded` entries keep stale ids that nothing reads.
                 for (q, r) in targetRows.enumerated() { (packed.ptr + q * D).update(from: out + r * D, count: D) }
-                index.nearest(packed.ptr, rows: targetRows.count, ids: packedIDs, margins: packedMargins)
+                index.nearest(packed.ptr, rows: targetRows.count, ids: packedIDs, margins: packedMargins, packed: pm?.table)
                 for (q, r) in targetRows.enumerated() { rounded[r] = packedIDs[q]; margins[r] = packedMargins[q] }
             } else if var frame = pending {
                 // The previous frame's read-out is of x_t, this step's input: it shares this step's rounding
@@ -205,10 +228,10 @@ public final class DiffusionSampler: @unchecked Sendable {
                             if decodedSource != nil {
                                 for (q, row) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: xt.ptr + row * D, count: D) }
                                 index.scan(nearest: out, rows: B * T, ids: r, margins: m,
-                                           logits: packedDecode.ptr, rows: targetRows.count, ids: packedIDs)
+                                           logits: packedDecode.ptr, rows: targetRows.count, ids: packedIDs, packed: pm?.table)
                                 for (q, row) in targetRows.enumerated() { d[row] = packedIDs[q] }
                             } else {
-                                index.scan(nearest: out, rows: B * T, ids: r, margins: m, logits: xt.ptr, rows: B * T, ids: d)
+                                index.scan(nearest: out, rows: B * T, ids: r, margins: m, logits: xt.ptr, rows: B * T, ids: d, packed: pm?.table)
                             }
                         }
                     }
@@ -219,7 +242,7 @@ public final class DiffusionSampler: @unchecked Sendable {
             } else {
                 rounded.withUnsafeMutableBufferPointer { rp in
                     margins.withUnsafeMutableBufferPointer { mp in
-                        if let r = rp.baseAddress, let m = mp.baseAddress { index.nearest(out, rows: B * T, ids: r, margins: m) }
+                        if let r = rp.baseAddress, let m = mp.baseAddress { index.nearest(out, rows: B * T, ids: r, margins: m, packed: pm?.table) }
                     }
                 }
             }

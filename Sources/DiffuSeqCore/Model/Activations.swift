@@ -72,6 +72,14 @@ final class Activations {
     private let config: ModelConfig
     /// (B, T, 3C) fused query/key/value projections (inference with `FusedQKV`; allocated on first use).
     lazy var qkv = FloatBuffer(count: 3 * B * T * config.width)
+    private var _attentionScratch: FloatBuffer?
+    /// Per-worker scratch of `dsq_attention_packed` (grown on demand).
+    func attentionScratch(count: Int) -> P {
+        if let s = _attentionScratch, s.count >= count { return s.ptr }
+        let s = FloatBuffer(count: count)
+        _attentionScratch = s
+        return s.ptr
+    }
 
     init(config c: ModelConfig, B: Int, T: Int, keepLayerCaches: Bool, dropout: Bool) {
         self.B = B; self.T = T; self.config = c

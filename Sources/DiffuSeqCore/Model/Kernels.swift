@@ -41,7 +41,10 @@ func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, work: Int = .max, _ body: (
 }
 
 /// Sets the number of threads the Swift kernels use (BLAS threads are set separately).
-public func setKernelThreads(_ n: Int) { Kernels.workerCount = max(1, n) }
+public func setKernelThreads(_ n: Int) {
+    Kernels.workerCount = max(1, n)
+    dsq_pool_set_threads(Int32(Kernels.workerCount))  // the packed engine's pool (PackedModel)
+}
 
 /// Whether the Swift kernels run on the caller's thread only (see `Kernels.inline`).
 public var kernelsInline: Bool { Kernels.inline }

@@ -54,27 +54,31 @@ final class EmbeddingIndex: @unchecked Sendable {
     /// For each of `rows` vectors (rows, D): the nearest embedding id and the margin
     /// (2nd-nearest minus nearest squared distance), distances as the official
     /// ‖E‖² + ‖v‖² − 2E·v clamped at 0.
-    func nearest(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>, margins: UnsafeMutablePointer<Float>) {
-        scan(nearest: x, rows: rows, ids: ids, margins: margins, logits: nil, rows: 0, ids: nil)
+    func nearest(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>, margins: UnsafeMutablePointer<Float>,
+                 packed: FloatBuffer? = nil) {
+        scan(nearest: x, rows: rows, ids: ids, margins: margins, logits: nil, rows: 0, ids: nil, packed: packed)
     }
 
     /// argmax_k (x·E_kᵀ + b_k) for each row (official `get_logits` + topk(1)).
-    func argmaxLogits(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>) {
-        scan(nearest: nil, rows: 0, ids: nil, margins: nil, logits: x, rows: rows, ids: ids)
+    func argmaxLogits(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafeMutablePointer<Int32>, packed: FloatBuffer? = nil) {
+        scan(nearest: nil, rows: 0, ids: nil, margins: nil, logits: x, rows: rows, ids: ids, packed: packed)
     }
 
     /// `nearest` for the n1 rows of `x` and `argmaxLogits` for the n2 rows of `y`, with one product per
     /// vocabulary chunk for both (the embedding table is streamed once): the explorer rounds a step's x̂₀
     /// and reads out the previous step's x_{t−1} together. Each row's result is exactly what the
     /// separate calls give (a row's scores do not depend on the other rows of the product).
+    /// With `packed` (this table packed by `dsq_pack`, e.g. `PackedModel.table`) the products run on the
+    /// packed engine's pool.
     func scan(nearest x: UnsafePointer<Float>?, rows n1: Int, ids: UnsafeMutablePointer<Int32>?,
               margins: UnsafeMutablePointer<Float>?, logits y: UnsafePointer<Float>?, rows n2: Int,
-              ids argIDs: UnsafeMutablePointer<Int32>?) {
+              ids argIDs: UnsafeMutablePointer<Int32>?, packed pm: FloatBuffer? = nil) {
         let rows = n1 + n2
         guard rows > 0 else { return }
         // Read once: tests change the worker count while other runs are in flight.
         let inline = Kernels.inline
-        let W = inline ? 1 : max(1, Kernels.workerCount), chunk = inline ? 8192 : 1024
+        let W = pm != nil ? max(1, Int(dsq_pool_threads())) : inline ? 1 : max(1, Kernels.workerCount)
+        let chunk = pm != nil ? 512 : inline ? 8192 : 1024
         // Rows 0..<n1 find the nearest embedding, rows n1..<rows the largest logit.
         let a: UnsafePointer<Float>
         var packed: FloatBuffer? = nil
@@ -101,6 +105,12 @@ final class EmbeddingIndex: @unchecked Sendable {
             xnorm[r] = s
         }
         xnorm.withUnsafeBufferPointer { xnP in
+            if let pm {
+                let scratch = FloatBuffer(count: W * rows * chunk)
+                dsq_scan_packed(a, n1, n2, D, pm.ptr, V, norms.ptr, xnP.baseAddress, bias.ptr, best.ptr, second.ptr,
+                                arg, scratch.ptr, chunk, Int32(W))
+                return
+            }
             scanChunks(rows: rows, workers: W, chunk: chunk) { w, start, n, tmp in
                 BLAS.gemm(transB: true, m: rows, n: n, k: D, a: a, lda: D, b: table.ptr + start * D, ldb: D, c: tmp, ldc: n)
                 let nr = norms.ptr + start, bs = bias.ptr + start

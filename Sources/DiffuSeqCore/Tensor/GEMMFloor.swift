@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import Foundation
 
@@ -68,18 +69,26 @@ public enum GEMMFloor {
         return p
     }
 
-    /// Times every product (median of `repeats` calls after one warm-up) at the current thread count.
-    public static func measure(_ products: [Product], repeats: Int = 5) throws -> [Timing] {
+    /// Times every product (median of `repeats` calls after one warm-up) at the current thread count,
+    /// with OpenBLAS, or with `packed` the packed engine's product (`dsq_linear_packed`, weights packed
+    /// beforehand as a sampler does) on its pool.
+    public static func measure(_ products: [Product], repeats: Int = 5, packed: Bool = false) throws -> [Timing] {
         try BLAS.ensureLoaded()
-        let cores = max(1, Int(dsq_blas_get_threads()))
+        if packed { PackedModel.configurePool() }
+        let cores = packed ? max(1, Int(dsq_pool_threads())) : max(1, Int(dsq_blas_get_threads()))
         var out: [Timing] = []
         for pr in products {
             let a = FloatBuffer(count: pr.m * pr.k), b = FloatBuffer(count: pr.n * pr.k), c = FloatBuffer(count: pr.m * pr.n)
             var rng = SeededRandom(seed: 5)
             rng.fillNormal(a.ptr, a.count); rng.fillNormal(b.ptr, b.count)
+            let bp = FloatBuffer(count: packed ? dsq_packed_count(pr.n, pr.k) : 0)
+            if packed { dsq_pack(bp.ptr, b.ptr, pr.k, pr.n, pr.k) }
             func once() -> Double {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                if pr.perCoreBatch {
+                if packed {
+                    // Attention heads (perCoreBatch) are under the pool's threading threshold: one thread each.
+                    dsq_linear_packed(c.ptr, pr.n, a.ptr, pr.k, pr.m, pr.k, bp.ptr, pr.n, nil, nil, 0, DSQ_ACT_NONE)
+                } else if pr.perCoreBatch {
                     // A core's share of the heads, single-threaded, as the engine runs them.
                     dsq_blas_enter_serial()
                     BLAS.gemm(transB: true, m: pr.m, n: pr.n, k: pr.k, a: a.ptr, lda: pr.k, b: b.ptr, ldb: pr.k, c: c.ptr, ldc: pr.n)
