@@ -118,8 +118,8 @@ struct BenchSample: ParsableCommand {
         guard let shape = (BenchShape.all() + [BenchShape.builtin]).first(where: { $0.name == name }) else {
             throw CLIError("unknown case \(name) (cases: base-b1, base-b16, small-b16, builtin-b1)")
         }
-        // The explorer's shape is timed with the explorer's BLAS profile.
-        if name == BenchShape.builtin.name { BLAS.preferLatencyProfile() }
+        // The explorer's shape is timed with the explorer's BLAS profile (latency only when its products run on OpenBLAS).
+        if name == BenchShape.builtin.name && SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }
         let model = try TransformerNetModel(config: shape.config)
         model.initialise(seed: 1)
         let sampler = try DiffusionSampler(model: model)
@@ -278,7 +278,7 @@ struct BenchExplore: ParsableCommand {
         try runReporting {
             guard repeats >= 1 else { throw CLIError("--repeats must be at least 1") }
             guard steps >= 1 else { throw CLIError("--steps must be at least 1") }
-            BLAS.preferLatencyProfile()  // as `diffuseq explore`
+            if SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }  // as `diffuseq explore`
             let loaded = try model.load()
             let backend = try EngineBackend(loaded)
             let m = measureExplorerDetailed(backend: backend, steps: steps, repeats: repeats)

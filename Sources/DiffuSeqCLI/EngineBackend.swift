@@ -26,6 +26,7 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
     /// Wraps a loaded model (`name` overrides the display name).
     init(_ loaded: LoadedModel, name: String? = nil) throws {
         generator = try TextGenerator(loaded)
+        generator.sampler.preparePackedEngine()
         let c = loaded.model.config
         let builtin = BuiltinModel.url.map { $0.standardizedFileURL.path == loaded.folder.standardizedFileURL.path } ?? false
         modelName = name ?? "\(builtin ? "built-in " : "")\(loaded.folder.lastPathComponent) (\(c.layers)×\(c.width), V \(Fmt.grouped(c.vocabSize)), L \(c.seqLen))"

@@ -63,9 +63,8 @@ public final class DiffusionSampler: @unchecked Sendable {
     private let packedLock = NSLock()
     private var _packed: PackedModel?
 
-    /// Wraps a model; the rounding table (and the fused projections, and the packed weights) are a snapshot
-    /// of its weights at this moment. The packed weights are made here when a batch-1 run would use them,
-    /// otherwise on the first run that does.
+    /// Wraps a model; the rounding table and the fused projections are a snapshot of its weights at this
+    /// moment; the packed weights are made by the first run that uses them, or by `preparePackedEngine`.
     public init(model: TransformerNetModel, engine: SamplingEngine = .current) throws {
         self.model = model
         self.engine = engine
@@ -74,7 +73,12 @@ public final class DiffusionSampler: @unchecked Sendable {
         index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
                                bias: model.ptr(model.params, "lm_head.bias"), V: c.vocabSize, D: c.hiddenDim)
         fused = Self.fusesProjections(c) ? model.makeFusedQKV() : nil
-        if engine.usesPacked(rows: c.seqLen) { _packed = PackedModel(model: model) }
+    }
+
+    /// Packs the weights now if a batch-1 run will use the packed engine (the explorer calls this at load so
+    /// that its first live run does not pay for the packing).
+    public func preparePackedEngine() {
+        if engine.usesPacked(rows: model.config.seqLen) { _ = packedModel() }
     }
 
     /// Whether a run of `batch` sequences of `seqLen` positions uses the packed engine.

@@ -38,6 +38,10 @@ public enum SamplingEngine: String, Sendable, CaseIterable {
         }
     }
 
+    /// Whether batch-1 runs (the explorer, `trace`) use OpenBLAS, and so want its latency profile; with the
+    /// packed engine OpenBLAS stays idle during a run and its spinning workers would only take CPU.
+    public var batchOneUsesBLAS: Bool { !usesPacked(rows: 128) }
+
     /// Whether a run of `rows` positions (batch × seq_len) uses the packed products.
     func usesPacked(rows: Int) -> Bool {
         switch self {
@@ -49,14 +53,13 @@ public enum SamplingEngine: String, Sendable, CaseIterable {
 }
 
 /// A snapshot of a model for batch-1 inference: every Linear weight packed once into the panels of
-/// `dsq_pack` (query/key/value stacked per layer), the embedding table likewise for rounding, and a copy
-/// of the remaining parameters. OpenBLAS packs a weight on every call, which at 64 rows is a third of
+/// `dsq_pack` (query/key/value stacked per layer), the embedding table likewise for rounding, and copies
+/// of the small tensors (biases, LayerNorms, position embeddings). OpenBLAS packs a weight on every call, which at 64 rows is a third of
 /// the product's time; here a product is only the multiply-adds.
 final class PackedModel: @unchecked Sendable {
     let config: ModelConfig
-    /// A copy of the parameters (biases, LayerNorms, position embeddings) at packing time.
-    let params: FloatBuffer
-    let layout: ParameterLayout
+    /// Copies of the tensors that are not packed (biases, LayerNorms, position embeddings), by key.
+    private let small: [String: FloatBuffer]
     /// Packed weights by parameter key ("…query.weight" holds the stacked Q/K/V of the layer).
     private let packed: [String: FloatBuffer]
     /// Stacked Q/K/V biases per layer (3C).
@@ -67,15 +70,12 @@ final class PackedModel: @unchecked Sendable {
     init(model: TransformerNetModel) {
         let c = model.config, C = c.width
         config = c
-        let layout = model.layout, params = model.params.copy()
-        self.layout = layout
-        self.params = params
+        func p(_ key: String) -> UnsafePointer<Float> { UnsafePointer(model.ptr(model.params, key)) }
         func pack(_ w: UnsafePointer<Float>, n: Int, k: Int) -> FloatBuffer {
             let b = FloatBuffer(count: dsq_packed_count(n, k))
             dsq_pack(b.ptr, w, k, n, k)
             return b
         }
-        func p(_ key: String) -> UnsafePointer<Float> { UnsafePointer(params.ptr + layout.off(key)) }
         var packed: [String: FloatBuffer] = [:]
         var biases: [FloatBuffer] = []
         for (key, n, k) in [("time_embed.0.weight", 4 * c.hiddenTDim, c.hiddenTDim), ("time_embed.2.weight", C, 4 * c.hiddenTDim)] {
@@ -87,25 +87,30 @@ final class PackedModel: @unchecked Sendable {
                 packed[key] = pack(p(key), n: n, k: k)
             }
         }
+        var stacked: Set<String> = []
         for l in 0..<c.layers {
             let pre = "input_transformers.layer.\(l)."
-            let w = [Float](unsafeUninitializedCapacity: 3 * C * C) { buf, n in
-                for (j, name) in ["query", "key", "value"].enumerated() {
-                    (buf.baseAddress! + j * C * C).initialize(from: p(pre + "attention.self.\(name).weight"), count: C * C)
-                }
-                n = 3 * C * C
-            }
-            packed[pre + "attention.self.query.weight"] = w.withUnsafeBufferPointer { pack($0.baseAddress!, n: 3 * C, k: C) }
-            let b = FloatBuffer(count: 3 * C)
+            let w = FloatBuffer(count: 3 * C * C), b = FloatBuffer(count: 3 * C)
             for (j, name) in ["query", "key", "value"].enumerated() {
+                (w.ptr + j * C * C).update(from: p(pre + "attention.self.\(name).weight"), count: C * C)
                 (b.ptr + j * C).update(from: p(pre + "attention.self.\(name).bias"), count: C)
+                stacked.insert(pre + "attention.self.\(name).weight")
+                stacked.insert(pre + "attention.self.\(name).bias")
             }
+            packed[pre + "attention.self.query.weight"] = pack(w.ptr, n: 3 * C, k: C)
             biases.append(b)
             packed[pre + "attention.output.dense.weight"] = pack(p(pre + "attention.output.dense.weight"), n: C, k: C)
             packed[pre + "intermediate.dense.weight"] = pack(p(pre + "intermediate.dense.weight"), n: c.ffn, k: C)
             packed[pre + "output.dense.weight"] = pack(p(pre + "output.dense.weight"), n: C, k: c.ffn)
         }
         table = pack(p("word_embedding.weight"), n: c.vocabSize, k: c.hiddenDim)
+        var small: [String: FloatBuffer] = [:]
+        for e in model.layout.entries where packed[e.key] == nil && !stacked.contains(e.key) && e.key != "word_embedding.weight" {
+            let b = FloatBuffer(count: e.count)
+            b.ptr.update(from: p(e.key), count: e.count)
+            small[e.key] = b
+        }
+        self.small = small
         self.packed = packed
         qkvBias = biases
         PackedModel.configurePool()
@@ -116,7 +121,7 @@ final class PackedModel: @unchecked Sendable {
         if Int(dsq_pool_threads()) != Kernels.workerCount { dsq_pool_set_threads(Int32(Kernels.workerCount)) }
     }
 
-    @inline(__always) func ptr(_ key: String) -> CP { CP(params.ptr + layout.off(key)) }
+    @inline(__always) func ptr(_ key: String) -> CP { CP(small[key]!.ptr) }
     @inline(__always) func weight(_ key: String) -> CP { CP(packed[key]!.ptr) }
 
     /// out (m × n) = act((x (m × k)·Wᵀ + bias) + res) with the packed weight `key`.
