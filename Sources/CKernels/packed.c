@@ -256,43 +256,46 @@ static void pool_run(job_fn fn, void *ctx, long work, int max_workers) {
 
 /* MARK: - Jobs */
 
-static inline void share(long n, int w, int W, long *lo, long *hi) { *lo = n * w / W; *hi = n * (w + 1) / W; }
-
 typedef struct {
     float *out; long ldo; const float *x; long ldx; long m, k; const float *packed; long n;
     const float *bias; const float *res; long ldr; int act;
+    _Atomic long next;  /* the next unclaimed panel */
 } linear_job;
 
+/* Workers claim panels one at a time (not a fixed half each): when the other core is taken for a
+   moment (the explorer's UI thread), the running thread does more of the product instead of waiting. */
 static void linear_run(void *ctx, int w, int W) {
+    (void)w; (void)W;
     linear_job *j = ctx;
-    long panels = (j->n + NR - 1) / NR, p0, p1;
-    share(panels, w, W, &p0, &p1);
-    if (p0 >= p1) return;
-    gemm_panels(j->m, j->n, j->k, j->x, j->ldx, j->packed, NR * j->k, NR, p0, p1, j->out, j->ldo, 0, 1.0f, j->bias,
-                j->res, j->ldr);
-    if (j->act == DSQ_ACT_GELU) {
-        long c0 = p0 * NR, c1 = p1 * NR < j->n ? p1 * NR : j->n;
-        for (long r = 0; r < j->m; r++) dsq_gelu(j->out + r * j->ldo + c0, j->out + r * j->ldo + c0, c1 - c0);
+    long panels = (j->n + NR - 1) / NR;
+    for (long p; (p = atomic_fetch_add(&j->next, 1)) < panels;) {
+        gemm_panels(j->m, j->n, j->k, j->x, j->ldx, j->packed, NR * j->k, NR, p, p + 1, j->out, j->ldo, 0, 1.0f,
+                    j->bias, j->res, j->ldr);
+        if (j->act == DSQ_ACT_GELU) {
+            long c0 = p * NR, c1 = c0 + NR < j->n ? c0 + NR : j->n;
+            for (long r = 0; r < j->m; r++) dsq_gelu(j->out + r * j->ldo + c0, j->out + r * j->ldo + c0, c1 - c0);
+        }
     }
 }
 
 void dsq_linear_packed(float *out, long ldo, const float *x, long ldx, long m, long k, const float *packed, long n,
                        const float *bias, const float *res, long ldr, int act) {
     if (m <= 0 || n <= 0) return;
-    linear_job j = {out, ldo, x, ldx, m, k, packed, n, bias, res, ldr, act};
+    linear_job j = {out, ldo, x, ldx, m, k, packed, n, bias, res, ldr, act, 0};
     pool_run(linear_run, &j, m * n * k, MAXW);
 }
 
 typedef struct {
     float *ctx; long ldc; const float *qkv; long ldq; long T, heads, hs, width; float scale; float *scratch;
+    _Atomic long next;  /* the next unclaimed head */
 } attention_job;
 
 static void attention_run(void *ctx, int w, int W) {
     attention_job *j = ctx;
-    long T = j->T, hs = j->hs, Tp = (T + NR - 1) / NR * NR, h0, h1;
-    share(j->heads, w, W, &h0, &h1);
+    (void)W;
+    long T = j->T, hs = j->hs, Tp = (T + NR - 1) / NR * NR;
     float *kp = j->scratch + (long)w * (hs * Tp + T * T), *s = kp + hs * Tp;
-    for (long h = h0; h < h1; h++) {
+    for (long h; (h = atomic_fetch_add(&j->next, 1)) < j->heads;) {
         const float *q = j->qkv + h * hs, *kk = j->qkv + j->width + h * hs, *v = j->qkv + 2 * j->width + h * hs;
         dsq_pack(kp, kk, j->ldq, T, hs);                  /* Kᵀ in panels of 32 positions */
         gemm_panels(T, T, hs, q, j->ldq, kp, NR * hs, NR, 0, Tp / NR, s, T, 0, j->scale, NULL, NULL, 0);
@@ -310,24 +313,27 @@ long dsq_attention_scratch_count(long T, long hs, int workers) {
 
 void dsq_attention_packed(float *ctx, long ldc, const float *qkv, long ldq, long T, long heads, long hs, float scale,
                           float *scratch, int workers) {
-    attention_job j = {ctx, ldc, qkv, ldq, T, heads, hs, heads * hs, scale, scratch};
+    attention_job j = {ctx, ldc, qkv, ldq, T, heads, hs, heads * hs, scale, scratch, 0};
     pool_run(attention_run, &j, 2 * heads * T * T * hs, workers);
 }
 
 typedef struct {
     const float *a; long n1, n2, D; const float *packed; long V; const float *norms, *xnorm, *bias;
     float *best, *second; int *arg; float *scratch; long chunk;
+    _Atomic long next;  /* the next unclaimed chunk */
 } scan_job;
 
 static void scan_run(void *ctx, int w, int W) {
     scan_job *j = ctx;
-    long rows = j->n1 + j->n2, panels = (j->V + NR - 1) / NR, p0, p1, per = j->chunk / NR;
-    share(panels, w, W, &p0, &p1);
+    (void)W;
+    long rows = j->n1 + j->n2, panels = (j->V + NR - 1) / NR, per = j->chunk / NR, chunks = (panels + per - 1) / per;
     float *tmp = j->scratch + (long)w * rows * j->chunk;
     float *best = j->best + (long)w * rows, *second = j->second + (long)w * rows;
     int *arg = j->arg + (long)w * rows;
-    for (long p = p0; p < p1; p += per) {
-        long pe = p + per < p1 ? p + per : p1;
+    /* A worker's chunks come in increasing id order, so its running state is a sequential scan of them;
+       the caller merges the workers by (value, id), which is exact for any partition. */
+    for (long c; (c = atomic_fetch_add(&j->next, 1)) < chunks;) {
+        long p = c * per, pe = p + per < panels ? p + per : panels;
         long start = p * NR, end = pe * NR < j->V ? pe * NR : j->V, n = end - start;
         /* Scores of this chunk, row-major (rows × n), then the running scans over them. */
         gemm_panels(rows, end, j->D, j->a, j->D, j->packed, NR * j->D, NR, p, pe, tmp, n, start, 1.0f, NULL, NULL, 0);
@@ -339,6 +345,6 @@ static void scan_run(void *ctx, int w, int W) {
 void dsq_scan_packed(const float *a, long n1, long n2, long D, const float *packed, long V, const float *norms,
                      const float *xnorm, const float *bias, float *best, float *second, int *arg, float *scratch,
                      long chunk, int workers) {
-    scan_job j = {a, n1, n2, D, packed, V, norms, xnorm, bias, best, second, arg, scratch, chunk};
+    scan_job j = {a, n1, n2, D, packed, V, norms, xnorm, bias, best, second, arg, scratch, chunk, 0};
     pool_run(scan_run, &j, (n1 + n2) * V * D, workers);
 }

@@ -52,10 +52,10 @@ void dsq_attention_packed(float *ctx, long ldc, const float *qkv, long ldq, long
                           float *scratch, int workers);
 long dsq_attention_scratch_count(long T, long hs, int workers);
 /// `dsq_scan_nearest` over rows 0..<n1 and `dsq_scan_argmax` over rows n1..<n1+n2 of a (rows × D) against
-/// the packed (V × D) table, in chunks of `chunk` columns (a multiple of 32). The vocabulary is split into
-/// one contiguous id range per pool worker (at most `workers`): worker w keeps its running state in
-/// best/second/arg + w·rows (initialised by the caller for `workers` workers; a worker without a share
-/// leaves its slots as they were). scratch: workers·rows·chunk floats.
+/// the packed (V × D) table, in chunks of `chunk` columns (a multiple of 32) that the pool's workers (at
+/// most `workers`) claim in increasing id order: worker w keeps its running state in best/second/arg +
+/// w·rows (initialised by the caller for `workers` workers; a worker that claims nothing leaves its slots
+/// as they were), to be merged by (value, id). scratch: workers·rows·chunk floats.
 void dsq_scan_packed(const float *a, long n1, long n2, long D, const float *packed, long V, const float *norms,
                      const float *xnorm, const float *bias, float *best, float *second, int *arg, float *scratch,
                      long chunk, int workers);
