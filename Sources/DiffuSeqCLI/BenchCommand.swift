@@ -110,7 +110,7 @@ struct BenchSample: ParsableCommand {
                       + "   " + ((r["engine"] as? String) ?? "?") + ", " + ((r["blas_profile"] as? String) ?? "?"))
             }
             print("GEMM floor: the step's matrix products timed one by one in the same process, on the case's engine (bench gemm --verbose lists them).")
-            print("Engines: packed = weights packed once, our AVX-512 kernels on a 2-thread pool (runs of ≤ 512 positions); blas = OpenBLAS.")
+            print("Engines: packed = weights packed once, our \(SamplingEngine.packedISA) kernels on a pool of \(SamplingEngine.poolThreads) threads (runs of ≤ 512 positions); blas = OpenBLAS.")
         }
     }
 
