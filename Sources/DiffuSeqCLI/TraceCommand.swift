@@ -49,6 +49,7 @@ struct TraceCommand: ParsableCommand {
     @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
     @Option(name: .long, help: "Seeds, comma-separated: one batch row (and one line per step) each.") var seeds: String = "42"
     @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
+    @Option(name: .long, help: ArgumentHelp("SDEdit edit strength F in (0, 1]: start at the fraction F of the steps from the noised source copy (1 = pure noise).", valueName: "F")) var startFromSource: Double = 1
     @Option(name: .customLong("top-k-neighbours"), help: "Also list the K nearest embeddings of x̂₀ per position.") var topK: Int = 0
     @Option(name: .long, help: "Output file (written atomically). Default: stdout.") var output: String?
 
@@ -79,7 +80,9 @@ struct TraceCommand: ParsableCommand {
             if let s = steps, s > backend.diffusionSteps {
                 eprint("note: --steps \(s) capped at the model's T = \(backend.diffusionSteps)")
             }
-            let opts = backend.options(sampler: kind, steps: steps ?? 200)
+            guard startFromSource > 0 && startFromSource <= 1 else { throw CLIError("--start-from-source must be in (0, 1], not \(startFromSource)") }
+            var opts = backend.options(sampler: kind, steps: steps ?? 200)
+            opts.startFraction = startFromSource
             eprint("trace: \(backend.modelName) — \(inputs.count) example(s), sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
 
             var lines = 0

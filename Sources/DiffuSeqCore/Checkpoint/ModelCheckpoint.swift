@@ -98,6 +98,10 @@ public enum ModelCheckpoint {
         c.noiseSchedule = args["noise_schedule"] as? String ?? "sqrt"
         c.dropout = Float(dbl("dropout") ?? 0.1)
         c.rescaleTimesteps = (args["rescale_timesteps"] as? Bool) ?? true
+        if let v = args["source_prior"], !(v is NSNull) {
+            guard let b = v as? Bool else { throw CheckpointError(file: argsURL.path, "source_prior must be true or false, not \(v)") }
+            c.sourcePrior = b
+        }
         if let bad = ["learn_sigma", "use_kl", "sigma_small"].first(where: { (args[$0] as? Bool) == true }) {
             throw CheckpointError(file: argsURL.path, "\(bad)=true is not supported (the official v1 code never uses it)")
         }
@@ -209,6 +213,7 @@ public enum ModelCheckpoint {
             "rescale_timesteps": c.rescaleTimesteps, "learn_sigma": false, "use_kl": false, "sigma_small": false,
             "timestep_respacing": "", "use_plm_init": "no",
         ]
+        if c.sourcePrior { a["source_prior"] = true }  // absent = the official process
         for (k, v) in extra { a[k] = v }
         return a
     }

@@ -18,6 +18,9 @@ public struct SamplerOptions: Sendable, Equatable {
     /// Round x̂₀ to the nearest embedding (official `denoised_fn_round`) where `clampStep` allows.
     /// DiffuSeq-v2's DPM-Solver++ did not round; here every sampler rounds unless this is false.
     public var rounding: Bool
+    /// SDEdit edit strength: 1 starts from pure noise (official); F < 1 skips the first (1 − F) of the steps and
+    /// starts from the source copy laid into the target region (`SourceCopy`), noised to that step's level.
+    public var startFraction: Double = 1
 
     /// Creates options; defaults are the official sampler at the model's full step count.
     public init(kind: SamplerKind = .ddpm, steps: Int, clampStep: Int = 0, topP: Double = -1,
@@ -25,6 +28,17 @@ public struct SamplerOptions: Sendable, Equatable {
         self.kind = kind; self.steps = steps; self.clampStep = clampStep; self.topP = topP
         self.clipDenoised = clipDenoised; self.decodeEveryStep = decodeEveryStep; self.rounding = rounding
     }
+}
+
+/// Where a run resumes (a fork): at step `step` (an index into the run's steps, as `DiffusionFrame.index`) from
+/// `xt`, the (B, T, D) state that step takes as input (`DiffusionFrame.xt` of the frame with that index).
+/// DPM-Solver++(2M) is multistep: its fork also needs the previous step's frame (`previous`), whose x̂₀ the
+/// second-order update uses; without it the fork's first update is first order.
+public struct SamplerStart: Sendable {
+    public var step: Int
+    public var xt: [Float]
+    public var previous: DiffusionFrame?
+    public init(step: Int, xt: [Float], previous: DiffusionFrame? = nil) { self.step = step; self.xt = xt; self.previous = previous }
 }
 
 /// Where a run's Gaussian noise comes from: `(step, out, count)` fills `count` floats, step −1
@@ -61,13 +75,16 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// Which code runs the products (see `SamplingEngine`).
     public let engine: SamplingEngine
     private let packedLock = NSLock()
+    /// PAD's id: the source copy (`SourceCopy`) continues with PAD after the source.
+    public let padID: Int
     private var _packed: PackedModel?
 
     /// Wraps a model; the rounding table and the fused projections are a snapshot of its weights at this
     /// moment; the packed weights are made by the first run that uses them, or by `preparePackedEngine`.
-    public init(model: TransformerNetModel, engine: SamplingEngine = .current) throws {
+    public init(model: TransformerNetModel, engine: SamplingEngine = .current, padID: Int = 0) throws {
         self.model = model
         self.engine = engine
+        self.padID = padID
         let c = model.config
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
         index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
@@ -84,7 +101,7 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// Whether a run of `batch` sequences of `seqLen` positions uses the packed engine.
     public func usesPackedEngine(batch: Int, seqLen: Int) -> Bool { engine.usesPacked(rows: batch * seqLen) }
 
-    private func packedModel() -> PackedModel {
+    func packedModel() -> PackedModel {
         packedLock.lock()
         defer { packedLock.unlock() }
         if let p = _packed { return p }
@@ -137,7 +154,10 @@ public final class DiffusionSampler: @unchecked Sendable {
         }
     }
 
-    /// Runs reverse diffusion on a batch.
+    /// Runs reverse diffusion on a batch: a loop over the steps of `plan(_:)`, each one `ReverseRun.predict`
+    /// (the network's x̂₀), `round` (nearest embedding, with the frame pipeline's read-out riding on it),
+    /// the sampler's update (`pSample`, `ddimStep` or `dpmSolverStep`, as in `gaussian_diffusion.py` and
+    /// DPM-Solver++) and `anchor` (source and pinned rows back to their embeddings).
     ///
     /// - Parameters:
     ///   - ids: (B, T) token ids in the official layout; the source part (mask 0) anchors the run.
@@ -145,177 +165,44 @@ public final class DiffusionSampler: @unchecked Sendable {
     ///   - seeds: one per row; row b's noise comes only from seeds[b] (same seed → same frames,
     ///     whatever the batch or thread count).
     ///   - noise: overrides the seeded noise (tests inject the official noise this way).
+    ///   - start: resume at a step from a given x_t (a fork); the noise of the skipped steps is drawn and
+    ///     discarded, so the rest of the run sees the same noise stream as the original.
+    ///   - pins: flat row (b·T + position) → token id held at that token's embedding, like the source.
     ///   - onFrame: called with each step's frame as soon as it is computed.
     public func run(ids: [Int], mask: [Int], batch B: Int, seeds: [UInt64], options o: SamplerOptions,
-                    noise: NoiseProvider? = nil, isCancelled: () -> Bool = { false },
+                    noise: NoiseProvider? = nil, start: SamplerStart? = nil, pins: [Int: Int] = [:],
+                    isCancelled: () -> Bool = { false },
                     onFrame: ((DiffusionFrame) -> Void)? = nil) throws -> SampleResult {
-        let c = model.config, D = c.hiddenDim
-        guard B >= 1, ids.count % B == 0, mask.count == ids.count else {
-            throw EngineError.invalidInput("ids (\(ids.count)) and mask (\(mask.count)) must both be B×T with B = \(B)")
-        }
-        let T = ids.count / B
-        guard T <= c.maxPositions else {
-            throw EngineError.invalidInput("sequence length \(T) exceeds max_position_embeddings \(c.maxPositions)")
-        }
-        guard seeds.count == B || noise != nil else {
-            throw EngineError.invalidInput("need one seed per batch row (\(B)), got \(seeds.count)")
-        }
-        if let bad = ids.first(where: { $0 < 0 || $0 >= c.vocabSize }) {
-            throw EngineError.invalidInput("token id \(bad) is outside the vocabulary (size \(c.vocabSize))")
-        }
-        let (process, indices) = try plan(o)
-        let pm: PackedModel? = engine.usesPacked(rows: B * T) ? packedModel() : nil
-        let n = B * T * D
-        var rngs = seeds.map { SeededRandom(seed: $0) }
-        let fill: NoiseProvider = noise ?? { _, out, count in
-            let per = count / B
-            for b in 0..<B { rngs[b].fillNormal(out + b * per, per) }
-        }
-        let xStart = FloatBuffer(embed(ids))                 // (B, T, D) clean source embeddings
-        let xt = FloatBuffer(count: n), z = FloatBuffer(count: n), x0r = FloatBuffer(count: n)
-        fill(-1, z.ptr, n)
-        for i in 0..<n { xt.ptr[i] = mask[i / D] == 0 ? xStart.ptr[i] : z.ptr[i] }
-        let acts = Activations(config: c, B: B, T: T, keepLayerCaches: false, dropout: false)
-        var rounded = [Int32](repeating: 0, count: B * T), margins = [Float](repeating: 0, count: B * T)
-        let variance = process.fixedLargeVariance
-        let tScale = Float(1000.0 / Double(process.originalSteps))
+        let r = try ReverseRun(sampler: self, ids: ids, mask: mask, batch: B, seeds: seeds, options: o, noise: noise,
+                               start: start, pins: pins, packed: nil, framed: onFrame != nil)
+        if r.usesPacked { r.packed = packedModel() }
         var cancelled = false
-        let targetRows = (0..<(B * T)).filter { mask[$0] != 0 }
-        let packed = FloatBuffer(count: onFrame == nil ? targetRows.count * D : 0)
-        let packedIDs = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, targetRows.count))
-        let packedMargins = UnsafeMutablePointer<Float>.allocate(capacity: max(1, targetRows.count))
-        defer { packedIDs.deallocate(); packedMargins.deallocate() }
-        var dpmPrev: (x0: FloatBuffer, lambda: Double)? = nil
-        // The first full read-out of a run with frames; later read-outs replace its target rows only.
-        var decodedSource: [Int32]? = nil
-        let packedDecode = FloatBuffer(count: onFrame != nil && o.decodeEveryStep ? targetRows.count * D : 0)
-        // A frame waiting for its read-out (see the rounding above).
-        var pending: DiffusionFrame? = nil
-        // The read-out of the final x_0 when the last frame computed it.
-        var lastDecoded: [Int32]? = nil
-        // argmax lm_head of all B·T rows of x (the source rows' read-out is reused once known).
-        func readOut(_ x: UnsafePointer<Float>) -> [Int32] {
-            var d = [Int32](repeating: 0, count: B * T)
-            if let base = decodedSource {
-                d = base
-                for (q, r) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: x + r * D, count: D) }
-                index.argmaxLogits(packedDecode.ptr, rows: targetRows.count, ids: packedIDs, packed: pm?.table)
-                for (q, r) in targetRows.enumerated() { d[r] = packedIDs[q] }
-            } else {
-                d.withUnsafeMutableBufferPointer { dp in if let p = dp.baseAddress { index.argmaxLogits(x, rows: B * T, ids: p, packed: pm?.table) } }
-            }
-            lastDecoded = d
-            return d
-        }
-        for (k, i) in indices.enumerated() {
+        for k in r.firstStep..<r.indices.count {
             if isCancelled() { cancelled = true; break }
-            let tOrig = process.timestepMap[i]
-            let tModel = [Float](repeating: c.rescaleTimesteps ? Float(tOrig) * tScale : Float(tOrig), count: B)
-            let out = pm.map { $0.forward(x: xt.ptr, tModel: tModel, acts: acts) }
-                ?? model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil, fused: fused)
-            let x0Raw = Array(UnsafeBufferPointer(start: out, count: n))
-            if onFrame == nil && !targetRows.isEmpty && targetRows.count < B * T {
-                // Source rows are re-anchored after the step whatever their rounding is: when no frame wants
-                // them, round the target rows only (exactly the same result; half the rounding GEMM for a
-                // typical pair). Their `rounded` entries keep stale ids that nothing reads.
-                for (q, r) in targetRows.enumerated() { (packed.ptr + q * D).update(from: out + r * D, count: D) }
-                index.nearest(packed.ptr, rows: targetRows.count, ids: packedIDs, margins: packedMargins, packed: pm?.table)
-                for (q, r) in targetRows.enumerated() { rounded[r] = packedIDs[q]; margins[r] = packedMargins[q] }
-            } else if var frame = pending {
-                // The previous frame's read-out is of x_t, this step's input: it shares this step's rounding
-                // product (one pass over the embedding table instead of two), then the frame goes out.
-                frame.decoded = decodedSource ?? [Int32](repeating: 0, count: B * T)
-                rounded.withUnsafeMutableBufferPointer { rp in
-                    margins.withUnsafeMutableBufferPointer { mp in
-                        frame.decoded.withUnsafeMutableBufferPointer { dp in
-                            guard let r = rp.baseAddress, let m = mp.baseAddress, let d = dp.baseAddress else { return }
-                            if decodedSource != nil {
-                                for (q, row) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: xt.ptr + row * D, count: D) }
-                                index.scan(nearest: out, rows: B * T, ids: r, margins: m,
-                                           logits: packedDecode.ptr, rows: targetRows.count, ids: packedIDs, packed: pm?.table)
-                                for (q, row) in targetRows.enumerated() { d[row] = packedIDs[q] }
-                            } else {
-                                index.scan(nearest: out, rows: B * T, ids: r, margins: m, logits: xt.ptr, rows: B * T, ids: d, packed: pm?.table)
-                            }
-                        }
-                    }
-                }
-                if decodedSource == nil && !targetRows.isEmpty && targetRows.count < B * T { decodedSource = frame.decoded }
-                pending = nil
-                onFrame?(frame)
-            } else {
-                rounded.withUnsafeMutableBufferPointer { rp in
-                    margins.withUnsafeMutableBufferPointer { mp in
-                        if let r = rp.baseAddress, let m = mp.baseAddress { index.nearest(out, rows: B * T, ids: r, margins: m, packed: pm?.table) }
-                    }
+            let i = r.indices[k]
+            let out = r.predict(i)
+            let x0Raw = onFrame != nil ? Array(UnsafeBufferPointer(start: out, count: r.n)) : []
+            if let ready = r.round(out) { onFrame?(ready) }
+            r.prepareX0(out, i)
+            let xtBefore = o.decodeEveryStep || onFrame != nil ? r.xt.array : []
+            r.withPriorShift {
+                switch o.kind {
+                case .ddpm: r.pSample(k, i)
+                case .ddim, .ddimOfficial: r.ddimStep(i)
+                case .dpmSolver: r.dpmPrev = dpmStep(process: r.process, k: k, indices: r.indices, xt: r.xt, x0: r.x0r,
+                                                     prev: r.dpmPrev, n: r.n)
                 }
             }
-            // The official DDIM path rounds at every step; the others where i ≥ clamp_step.
-            let roundNow = o.rounding && (o.kind == .ddimOfficial || process.timestepMap[i] >= o.clampStep)
-            if roundNow {
-                for r in 0..<(B * T) {
-                    (x0r.ptr + r * D).update(from: index.table.ptr + Int(rounded[r]) * D, count: D)
-                }
-            } else {
-                x0r.ptr.update(from: out, count: n)
-            }
-            if o.clipDenoised { for j in 0..<n { x0r.ptr[j] = min(max(x0r.ptr[j], -1), 1) } }
-            let xtBefore = o.decodeEveryStep || onFrame != nil ? Array(UnsafeBufferPointer(start: xt.ptr, count: n)) : []
-            switch o.kind {
-            case .ddpm:
-                let c1 = Float(process.posteriorMeanCoef1[i]), c2 = Float(process.posteriorMeanCoef2[i])
-                if i != 0 {
-                    fill(k, z.ptr, n)
-                    if o.topP > 0 {
-                        let p = Float(o.topP)
-                        for j in 0..<n where abs(z.ptr[j]) > p {
-                            let b = j / (T * D)
-                            repeat { z.ptr[j] = rngs.isEmpty ? 0 : rngs[b].normal() } while abs(z.ptr[j]) > p
-                        }
-                    }
-                }
-                let sigma = Float(Foundation.exp(0.5 * Foundation.log(variance[i])))
-                for j in 0..<n {
-                    let mean = c1 * x0r.ptr[j] + c2 * xt.ptr[j]
-                    xt.ptr[j] = i != 0 ? mean + sigma * z.ptr[j] : mean
-                }
-            case .ddim, .ddimOfficial:
-                let rA = Float(process.sqrtRecipAlphasCumprod[i]), rAm1 = Float(process.sqrtRecipm1AlphasCumprod[i])
-                let abPrev = Float(process.alphasCumprodPrev[i])
-                let sPrev = abPrev.squareRoot(), sNoise = (1 - abPrev).squareRoot()
-                for j in 0..<n {
-                    let eps = (rA * xt.ptr[j] - x0r.ptr[j]) / rAm1
-                    xt.ptr[j] = x0r.ptr[j] * sPrev + sNoise * eps
-                }
-            case .dpmSolver:
-                dpmPrev = dpmStep(process: process, k: k, indices: indices, xt: xt, x0: x0r, prev: dpmPrev, n: n)
-            }
-            for j in 0..<n where mask[j / D] == 0 { xt.ptr[j] = xStart.ptr[j] }
-            if let onFrame {
-                let frame = DiffusionFrame(index: k, count: indices.count, t: tOrig, diffusionSteps: schedule.count,
-                                           noise: schedule.noiseLevel(tOrig), batch: B, seqLen: T, dim: D,
-                                           xt: xtBefore, x0: x0Raw, rounded: rounded, margin: margins, decoded: [])
-                if o.decodeEveryStep && k < indices.count - 1 {
-                    pending = frame  // read out with the next step's rounding
-                } else {
-                    var f = frame
-                    if o.decodeEveryStep || k == indices.count - 1 { f.decoded = readOut(xt.ptr) }
-                    onFrame(f)
-                }
-            }
+            r.anchor()
+            if onFrame != nil, let f = r.frame(k, i, xt: xtBefore, x0: x0Raw) { onFrame?(f) }
         }
-        if var frame = pending, let onFrame {
-            // Cancelled between a step and its read-out.
-            frame.decoded = readOut(xt.ptr)
-            onFrame(frame)
-        }
-        let tokens = lastDecoded ?? readOut(xt.ptr)
-        return SampleResult(sample: xt.array, tokens: tokens, cancelled: cancelled)
+        if let f = r.flushPending() { onFrame?(f) }  // cancelled between a step and its read-out
+        return SampleResult(sample: r.xt.array, tokens: r.lastDecoded ?? r.readOut(r.xt.ptr), cancelled: cancelled)
     }
 
     /// One DPM-Solver++(2M) update (data prediction, multistep, time-uniform grid over the
     /// respaced process, lower-order final step): x_{t_k} from x_{t_{k−1}} and the model's x̂₀.
-    private func dpmStep(process: NoiseSchedule, k: Int, indices: [Int], xt: FloatBuffer, x0: FloatBuffer,
+    func dpmStep(process: NoiseSchedule, k: Int, indices: [Int], xt: FloatBuffer, x0: FloatBuffer,
                          prev: (x0: FloatBuffer, lambda: Double)?, n: Int) -> (x0: FloatBuffer, lambda: Double) {
         // Current time s = indices[k] (respaced index), next t = indices[k+1] or the clean end.
         let i = indices[k]

@@ -32,7 +32,7 @@ public final class TextGenerator: @unchecked Sendable {
 
     /// Wraps a loaded model.
     public init(_ loaded: LoadedModel) throws {
-        sampler = try DiffusionSampler(model: loaded.model)
+        sampler = try DiffusionSampler(model: loaded.model, padID: loaded.tokenizer.padID)
         tokenizer = loaded.tokenizer
     }
 

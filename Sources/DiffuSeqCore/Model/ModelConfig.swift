@@ -33,6 +33,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var noiseSchedule: String
     /// Whether the network sees t·1000/T (official `rescale_timesteps`, always true).
     public var rescaleTimesteps: Bool
+    /// Source prior (ours; `source_prior` in training_args.json, absent = false = official): the target region's
+    /// diffusion is centred on m, the embedding of the source token at the same offset (`[CLS] src [SEP]`, then PAD),
+    /// instead of 0: q(x_t | x₀) = N(m + √ᾱ(x₀ − m), (1 − ᾱ)I), so x_T ≈ m + ε and reverse diffusion edits a noised
+    /// copy of the source. Every sampler runs on x − m (see `DiffusionSampler`).
+    public var sourcePrior: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenDim = "hidden_dim", hiddenTDim = "hidden_t_dim"
@@ -40,7 +45,23 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case ffn = "intermediate_size", maxPositions = "max_position_embeddings", seqLen = "seq_len"
         case dropout, attentionDropout = "attention_probs_dropout_prob", layerNormEps = "layer_norm_eps"
         case diffusionSteps = "diffusion_steps", noiseSchedule = "noise_schedule"
-        case rescaleTimesteps = "rescale_timesteps"
+        case rescaleTimesteps = "rescale_timesteps", sourcePrior = "source_prior"
+    }
+
+    /// Decodes a configuration; `source_prior` may be absent (configurations written before it existed).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize); hiddenDim = try c.decode(Int.self, forKey: .hiddenDim)
+        hiddenTDim = try c.decode(Int.self, forKey: .hiddenTDim); width = try c.decode(Int.self, forKey: .width)
+        layers = try c.decode(Int.self, forKey: .layers); heads = try c.decode(Int.self, forKey: .heads)
+        ffn = try c.decode(Int.self, forKey: .ffn); maxPositions = try c.decode(Int.self, forKey: .maxPositions)
+        seqLen = try c.decode(Int.self, forKey: .seqLen); dropout = try c.decode(Float.self, forKey: .dropout)
+        attentionDropout = try c.decode(Float.self, forKey: .attentionDropout)
+        layerNormEps = try c.decode(Float.self, forKey: .layerNormEps)
+        diffusionSteps = try c.decode(Int.self, forKey: .diffusionSteps)
+        noiseSchedule = try c.decode(String.self, forKey: .noiseSchedule)
+        rescaleTimesteps = try c.decode(Bool.self, forKey: .rescaleTimesteps)
+        sourcePrior = try c.decodeIfPresent(Bool.self, forKey: .sourcePrior) ?? false
     }
 
     /// Creates a configuration; defaults are the official base model (BERT-base encoder).
