@@ -44,7 +44,11 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Attention-probability dropout.") var attentionDropout: Float?
     @Option(name: .long, help: "AdamW weight decay.") var weightDecay: Float?
     @Option(name: .long, help: "Gradient clipping max norm (≤ 0 = off).") var clip: Double?
-    @Option(name: .long, help: "official (MSE over all positions) | target-only (the paper's Eq. 2).") var loss: String?
+    @Option(name: .long, help: "official (MSE over all positions) | target-only (the paper's Eq. 2: target and its padding) | target-no-pad.") var loss: String?
+    @Option(name: .long, help: ArgumentHelp("The MSE region: all (official) | target (= --loss target-only) | target-no-pad (the token loss then skips PAD too).", valueName: "region")) var lossMask: String?
+    @Option(name: .long, help: ArgumentHelp("Weight of the token loss: CE of lm_head(x̂₀) against the target ids on the target positions (Difformer's anchor loss; 0 = off, official).", valueName: "weight")) var tokenLoss: Float?
+    @Option(name: .long, help: "Label smoothing of the token loss, in [0, 1).") var labelSmoothing: Float?
+    @Flag(name: .long, inversion: .prefixedNo, help: "Source prior: centre the target's diffusion on the source copy (x_T ≈ copy + noise); recorded as source_prior in training_args.json and used by every sampler.") var sourcePrior: Bool?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
     @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
@@ -57,6 +61,7 @@ struct TrainCommand: ParsableCommand {
         var diffusionSteps = 2000, noiseSchedule = "sqrt", scheduleSampler = "lossaware", lr = 3e-4, warmup = 0
         var batchSize = 64, microbatch = 64, steps = 2000, saveInterval = 250, emaRate = "0.999", seed: UInt64 = 102
         var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
+        var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false
     }
 
     static func presetRecipe(_ name: String) throws -> Recipe {
@@ -90,7 +95,9 @@ struct TrainCommand: ParsableCommand {
                     ("--schedule-sampler", scheduleSampler != nil), ("--lr", lr != nil), ("--warmup", warmup != nil),
                     ("--batch-size", batchSize != nil), ("--microbatch", microbatch != nil), ("--ema-rate", emaRate != nil),
                     ("--seed", seed != nil), ("--dropout", dropout != nil), ("--attention-dropout", attentionDropout != nil),
-                    ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil)]
+                    ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil),
+                    ("--loss-mask", lossMask != nil), ("--token-loss", tokenLoss != nil), ("--label-smoothing", labelSmoothing != nil),
+                    ("--source-prior", sourcePrior != nil)]
                 if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
@@ -113,6 +120,14 @@ struct TrainCommand: ParsableCommand {
         if let v = steps { r.steps = v }; if let v = saveInterval { r.saveInterval = v }; if let v = emaRate { r.emaRate = v }
         if let v = seed { r.seed = v }; if let v = dropout { r.dropout = v }; if let v = attentionDropout { r.attentionDropout = v }
         if let v = weightDecay { r.weightDecay = v }; if let v = clip { r.clip = v }; if let v = loss { r.loss = v }
+        if let v = lossMask {
+            guard loss == nil else { throw CLIError("--loss-mask and --loss name the same setting: pass one") }
+            let map = ["all": "official", "target": "target-only", "target-no-pad": "target-no-pad"]
+            guard let l = map[v] else { throw CLIError("--loss-mask must be all, target or target-no-pad, not \"\(v)\"") }
+            r.loss = l
+        }
+        if let v = tokenLoss { r.tokenLoss = v }; if let v = labelSmoothing { r.labelSmoothing = v }
+        if let v = sourcePrior { r.sourcePrior = v }
         r.microbatch = min(r.microbatch, r.batchSize)
 
         guard let out = output else { throw CLIError("--output FOLDER is required (checkpoints and the log go there)") }
@@ -137,23 +152,28 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("--schedule-sampler must be uniform or lossaware, not \"\(r.scheduleSampler)\"")
         }
         opts.scheduleSampler = ss
-        guard let lv = LossVariant(rawValue: r.loss) else { throw CLIError("--loss must be official or target-only, not \"\(r.loss)\"") }
+        guard let lv = LossVariant(rawValue: r.loss) else {
+            throw CLIError("--loss must be official, target-only or target-no-pad, not \"\(r.loss)\"")
+        }
         opts.loss = lv
+        opts.tokenLoss = r.tokenLoss; opts.labelSmoothing = r.labelSmoothing
         try opts.validate()
-        let config = ModelConfig(vocabSize: tokenizer.vocabSize, hiddenDim: r.hiddenDim, hiddenTDim: r.hiddenTDim, width: r.width,
+        var config = ModelConfig(vocabSize: tokenizer.vocabSize, hiddenDim: r.hiddenDim, hiddenTDim: r.hiddenTDim, width: r.width,
                                  layers: r.layers, heads: r.heads, ffn: r.ffn, maxPositions: max(512, r.seqLen), seqLen: r.seqLen,
                                  dropout: r.dropout, attentionDropout: r.attentionDropout, diffusionSteps: r.diffusionSteps,
                                  noiseSchedule: r.noiseSchedule)
+        config.sourcePrior = r.sourcePrior
         try config.validate()
         let model = try TransformerNetModel(config: config)
         model.initialise(seed: r.seed)
         if let from = initFrom { try Self.initialise(model, from: URL(fileURLWithPath: from), tokenizer: tokenizer) }
         let examples = try loadExamples(trainFile, tokenizer: tokenizer, seqLen: r.seqLen)
-        let trainer = try Trainer(model: model, examples: examples, options: opts)
+        let trainer = try Trainer(model: model, examples: examples, options: opts, padID: tokenizer.padID)
         let args: [String: Any] = ["vocab": vocabArg, "tokenizer": tokKind, "data_dir": dataURL.path,
                                    "dataset": dataURL.lastPathComponent, "notes": "diffuseq-swift", "loss": r.loss,
                                    "warmup": r.warmup, "gradient_clipping": r.clip, "weight_decay": r.weightDecay,
-                                   "preset": preset ?? "", "checkpoint_path": outURL.path, "init_from": initFrom ?? ""]
+                                   "preset": preset ?? "", "checkpoint_path": outURL.path, "init_from": initFrom ?? "",
+                                   "token_loss": r.tokenLoss, "label_smoothing": r.labelSmoothing]
         try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
@@ -211,11 +231,11 @@ struct TrainCommand: ParsableCommand {
         let trainFile = URL(fileURLWithPath: dataPath).appendingPathComponent("train.jsonl")
         let examples = try loadExamples(trainFile, tokenizer: tokenizer, seqLen: config.seqLen)
         let model = try TransformerNetModel(config: config)
-        let trainer = try Trainer(model: model, examples: examples, options: opts)
+        let trainer = try Trainer(model: model, examples: examples, options: opts, padID: tokenizer.padID)
         let elapsed = try trainer.restore(from: ckpt)
         for k in ["hidden_dim", "hidden_t_dim", "seq_len", "diffusion_steps", "noise_schedule", "dropout", "vocab_size",
                   "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
-                  "timestep_respacing", "use_plm_init"] { args.removeValue(forKey: k) }
+                  "timestep_respacing", "use_plm_init", "source_prior"] { args.removeValue(forKey: k) }
         eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed,
                  previousLog: ckpt.deletingLastPathComponent().appendingPathComponent("train_log.jsonl"))
@@ -319,9 +339,10 @@ struct TrainCommand: ParsableCommand {
                 throw ExitCode(1)
             }
             let nllText = rep.nll.isNaN ? "null" : String(format: "%.7g", rep.nll)
+            let tokenText = rep.token.isNaN ? "" : String(format: ", \"token\": %.7g", rep.token)
             if !rep.nll.isNaN { lastNLL = rep.nll }
-            let line = String(format: "{\"step\": %d, \"loss\": %.7g, \"mse\": %.7g, \"decoder_nll\": %.7g, \"tT\": %.7g, \"nll\": %@, \"lr\": %.7g, \"grad_norm\": %.7g, \"seconds\": %.4f, \"tokens\": %d}\n",
-                              rep.step, rep.loss, rep.mse, rep.decoderNLL, rep.tT, nllText, rep.lr, rep.gradNorm, rep.seconds, rep.tokens)
+            let line = String(format: "{\"step\": %d, \"loss\": %.7g, \"mse\": %.7g, \"decoder_nll\": %.7g, \"tT\": %.7g, \"nll\": %@%@, \"lr\": %.7g, \"grad_norm\": %.7g, \"seconds\": %.4f, \"tokens\": %d}\n",
+                              rep.step, rep.loss, rep.mse, rep.decoderNLL, rep.tT, nllText, tokenText, rep.lr, rep.gradNorm, rep.seconds, rep.tokens)
             log.write(line.data(using: .utf8) ?? Data())
             lossEMA = lossEMA.map { 0.9 * $0 + 0.1 * rep.loss } ?? rep.loss
             let tps = Double(rep.tokens) / max(rep.seconds, 1e-9)

@@ -4,8 +4,10 @@ import Foundation
 public enum LossVariant: String, Sendable, Codable, CaseIterable {
     /// Official code: MSE over every position (source, target and padding), spec §3.1.
     case official
-    /// The paper's Eq. 2: MSE over the target part (mask = 1) only.
+    /// The paper's Eq. 2: MSE over the target part (mask = 1: the target and its padding) only.
     case targetOnly = "target-only"
+    /// MSE over the target tokens only (mask = 1 and not PAD).
+    case targetNoPad = "target-no-pad"
 }
 
 /// Per-example loss terms of `training_losses_seq2seq` (spec §3.1).
@@ -18,15 +20,19 @@ public struct LossTerms: Sendable, Equatable {
     public var tT: [Float]
     /// mse + decoder_nll + tT.
     public var loss: [Float]
-    /// Masked CE of lm_head(x̂₀) over target positions: logged only, never optimised.
+    /// Masked CE of lm_head(x̂₀) over target positions: logged; optimised only as `token`.
     public var nll: [Float]
+    /// The token loss (Difformer's anchor loss, ours): label-smoothed CE of lm_head(x̂₀) against the target ids over
+    /// the target positions of the loss mask, weighted into `loss` by `DiffusionLoss.tokenWeight` (empty when 0).
+    public var token: [Float] = []
 }
 
 /// Which terms a backward pass differentiates (all three for training; one at a time in tests).
 struct LossObjective: OptionSet {
     let rawValue: Int
     static let mse = LossObjective(rawValue: 1), decoderNLL = LossObjective(rawValue: 2), tT = LossObjective(rawValue: 4)
-    static let all: LossObjective = [.mse, .decoderNLL, .tT]
+    static let token = LossObjective(rawValue: 8)
+    static let all: LossObjective = [.mse, .decoderNLL, .tT, .token]
 }
 
 /// The official seq2seq training loss and its exact gradient.
@@ -34,6 +40,12 @@ final class DiffusionLoss {
     let model: TransformerNetModel
     let schedule: NoiseSchedule
     let variant: LossVariant
+    /// Weight of the token loss in `loss` (0 = off, official).
+    var tokenWeight: Float = 0
+    /// Label smoothing ε of the token loss: the target distribution is (1 − ε)·onehot + ε/V.
+    var labelSmoothing: Float = 0
+    /// PAD's id: excluded by the `target-no-pad` loss mask, and the source copy's filler (`SourceCopy`).
+    var padID = 0
     private let chunkRows = 256
     private var logitsCache: FloatBuffer?
     /// Most nonzero CE-gradient entries a row may keep on the sparse path (nil: V/64, at least 16;
@@ -70,16 +82,30 @@ final class DiffusionLoss {
         for r in 0..<(B * T) { (xMean.ptr + r * D).update(from: E + ids[r] * D, count: D) }
         let std0 = Float(schedule.sqrtOneMinusAlphasCumprod[0])
         for i in 0..<n { xStart.ptr[i] = xMean.ptr[i] + std0 * noiseXStart[i] }
+        // The source prior centres the target's diffusion on the source copy m (a constant: no gradient flows into
+        // it): x_t = m + √ᾱ(x_start − m) + √(1−ᾱ)ε. m = 0 on source rows and without the prior.
+        let prior = c.sourcePrior
+            ? SourceCopy.embeddings(ids: ids, mask: mask, batch: B, table: E, dim: D, padID: padID)
+            : [Float](repeating: 0, count: n)
         for b in 0..<B {
             let sa = Float(schedule.sqrtAlphasCumprod[t[b]]), so = Float(schedule.sqrtOneMinusAlphasCumprod[t[b]])
             for s in 0..<T {
                 let r = b * T + s
                 for j in 0..<D {
                     let i = r * D + j
-                    xt.ptr[i] = mask[r] == 0 ? xStart.ptr[i] : sa * xStart.ptr[i] + so * noiseQ[i]
+                    xt.ptr[i] = mask[r] == 0 ? xStart.ptr[i] : sa * (xStart.ptr[i] - prior[i]) + so * noiseQ[i] + prior[i]
                 }
             }
         }
+        // Positions of the MSE (by variant) and of the token loss (target positions, PAD excluded by target-no-pad).
+        let inMSE: (Int) -> Bool = { [variant, padID] r in
+            switch variant {
+            case .official: return true
+            case .targetOnly: return mask[r] == 1
+            case .targetNoPad: return mask[r] == 1 && ids[r] != padID
+            }
+        }
+        let inToken: (Int) -> Bool = { [variant, padID] r in mask[r] == 1 && (variant != .targetNoPad || ids[r] != padID) }
         let scaleT = Float(1000.0 / Double(schedule.count))
         let tModel = t.map { c.rescaleTimesteps ? Float($0) * scaleT : Float($0) }
         acts.usedDropout = dropout != nil
@@ -95,7 +121,7 @@ final class DiffusionLoss {
             let s = weights[b] / Float(B)
             let target = t[b] == 0 ? xMean.ptr : xStart.ptr
             var sum: Float = 0, count = 0
-            for p in 0..<T where variant == .official || mask[b * T + p] == 1 {
+            for p in 0..<T where inMSE(b * T + p) {
                 count += 1
                 for j in 0..<D {
                     let i = (b * T + p) * D + j
@@ -119,10 +145,10 @@ final class DiffusionLoss {
                 }
             }
             terms.mse.append(sum / denom)
-            // tT
+            // tT (of x_start − m: the prior's x_T is centred on m)
             var tt: Float = 0
             for i in (b * T * D)..<((b + 1) * T * D) {
-                let m = cT * xStart.ptr[i]
+                let m = cT * (xStart.ptr[i] - prior[i])
                 tt += m * m
                 if grads != nil && objective.contains(.tT) { dxStart.ptr[i] += s * 2 * cT * m / TD }
             }
@@ -130,7 +156,10 @@ final class DiffusionLoss {
         }
         // decoder_nll: CE(lm_head(x_start), ids), mean over positions; nll: masked CE of lm_head(x̂₀)
         var dnll = [Float](repeating: 0, count: B)
-        var nll = [Float](repeating: 0, count: B)
+        var nll = [Float](repeating: 0, count: B), tok = [Float](repeating: 0, count: B)
+        // Token loss: mean over each example's token-loss positions, times the weight and its importance weight / B.
+        let tokenCount = (0..<B).map { b in ((b * T)..<((b + 1) * T)).filter(inToken).count }
+        let tokenScale = (0..<B).map { tokenWeight * weights[$0] / Float(B) / Float(max(1, tokenCount[$0])) }
         let rows = B * T
         // The logits chunk is reused across calls (31 MB at V = 30,522: page-faulting it in every step cost 3 %).
         if logitsCache.map({ $0.count < min(rows, chunkRows) * V }) ?? true { logitsCache = FloatBuffer(count: min(rows, chunkRows) * V) }
@@ -229,26 +258,60 @@ final class DiffusionLoss {
                     }
                 }
             }
-            if computeNLL {
+            if computeNLL || tokenWeight > 0 {
+                // lm_head(x̂₀): the logged nll over mask = 1, and the token loss with its gradient (in place of the
+                // logits: s·(softmax − (1 − ε)·onehot − ε/V), zero on rows outside the token loss).
                 Kernels.linear(logits.ptr, out + start * D, E, bias, n: nr, i: D, o: V)
-                var rowNLL = [Float](repeating: 0, count: nr)
+                let tokenGrad = grads != nil && tokenWeight > 0 && objective.contains(.token)
+                let eps = labelSmoothing
+                var rowNLL = [Float](repeating: 0, count: nr), rowTok = [Float](repeating: 0, count: nr)
                 rowNLL.withUnsafeMutableBufferPointer { rn in
-                    parallelRows(nr, minChunk: 8) { lo, hi in
-                        for r in lo..<hi where mask[start + r] == 1 {
-                            let row = logits.ptr + r * V
-                            let m = Kernels.rowMax(row, V)
-                            rn[r] = Foundation.log(Kernels.expShiftSumReadOnly(row, V, shift: m)) + m - row[ids[start + r]]
+                    rowTok.withUnsafeMutableBufferPointer { rt in
+                        parallelRows(nr, minChunk: 8) { lo, hi in
+                            for r in lo..<hi {
+                                let g = start + r, row = logits.ptr + r * V, id = ids[g]
+                                guard mask[g] == 1 else { if tokenGrad { row.update(repeating: 0, count: V) }; continue }
+                                let m = Kernels.rowMax(row, V), logit = row[id]
+                                var mean: Float = 0
+                                if eps > 0 { for k in 0..<V { mean += row[k] }; mean /= Float(V) }
+                                let counted = inToken(g)
+                                guard tokenGrad && counted else {
+                                    let lse = Foundation.log(Kernels.expShiftSumReadOnly(row, V, shift: m)) + m
+                                    rn[r] = lse - logit
+                                    rt[r] = counted ? (1 - eps) * (lse - logit) + eps * (lse - mean) : 0
+                                    if tokenGrad { row.update(repeating: 0, count: V) }
+                                    continue
+                                }
+                                let sum = Kernels.expShiftSum(row, V, shift: m)
+                                let lse = Foundation.log(sum) + m
+                                rn[r] = lse - logit
+                                rt[r] = (1 - eps) * (lse - logit) + eps * (lse - mean)
+                                let sc = tokenScale[g / T]
+                                Kernels.scale(row, V, by: sc / sum)
+                                if eps > 0 { let u = sc * eps / Float(V); for k in 0..<V { row[k] -= u } }
+                                row[id] -= sc * (1 - eps)
+                            }
                         }
                     }
                 }
-                for r in 0..<nr { nll[(start + r) / T] += rowNLL[r] }
+                for r in 0..<nr { nll[(start + r) / T] += rowNLL[r]; tok[(start + r) / T] += rowTok[r] }
+                if tokenGrad, let g = grads {
+                    let dE = model.ptr(g, "word_embedding.weight"), db = model.ptr(g, "lm_head.bias")
+                    BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dout.ptr + start * D, ldc: D)
+                    BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: out + start * D, ldb: D, beta: 1, c: dE, ldc: D)
+                    parallelRows(V, minChunk: 2048) { lo, hi in
+                        for r in 0..<nr { let row = logits.ptr + r * V; for k in lo..<hi { db[k] += row[k] } }
+                    }
+                }
             }
             start += nr
         }
         for b in 0..<B {
             let dn = dnll[b] / Float(T)
             terms.decoderNLL.append(dn)
-            terms.loss.append(terms.mse[b] + dn + terms.tT[b])
+            let tk = tokenWeight > 0 ? tok[b] / Float(max(1, tokenCount[b])) : 0
+            if tokenWeight > 0 { terms.token.append(tk) }
+            terms.loss.append(terms.mse[b] + dn + terms.tT[b] + tokenWeight * tk)
             let cnt = mask[(b * T)..<((b + 1) * T)].reduce(0, +)
             terms.nll.append(cnt > 0 ? nll[b] / Float(cnt) : 0)
         }
@@ -257,7 +320,7 @@ final class DiffusionLoss {
         defer { lap("backward", &clock) }
         // backward through the network: dx_t
         let dxt = FloatBuffer(count: n)
-        if objective.contains(.mse) {
+        if objective.contains(.mse) || (tokenWeight > 0 && objective.contains(.token)) {
             model.backward(dout: dout.ptr, x: xt.ptr, acts: acts, grads: g, dx: dxt.ptr)
         }
         // x_t → x_start (q_sample and the source anchoring)

@@ -30,13 +30,17 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var keepCheckpoints: Int = 3
     /// Compute the logged-only `nll` term every N steps (it costs a full vocabulary GEMM).
     public var nllEvery: Int = 10
+    /// Weight of the token loss (CE of lm_head(x̂₀) on the target positions; 0 = off, official).
+    public var tokenLoss: Float = 0
+    /// Label smoothing of the token loss.
+    public var labelSmoothing: Float = 0
 
     /// Default options.
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case lr, batchSize, microbatch, steps, warmup, saveInterval, emaRates, seed, weightDecay, clip
-        case scheduleSampler, loss, keepCheckpoints, nllEvery
+        case scheduleSampler, loss, keepCheckpoints, nllEvery, tokenLoss, labelSmoothing
     }
 
     /// Decodes options, taking the default for any key an older checkpoint did not write.
@@ -57,6 +61,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         loss = try c.decodeIfPresent(LossVariant.self, forKey: .loss) ?? loss
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? keepCheckpoints
         nllEvery = try c.decodeIfPresent(Int.self, forKey: .nllEvery) ?? nllEvery
+        tokenLoss = try c.decodeIfPresent(Float.self, forKey: .tokenLoss) ?? tokenLoss
+        labelSmoothing = try c.decodeIfPresent(Float.self, forKey: .labelSmoothing) ?? labelSmoothing
     }
 
     /// Checks the values; throws naming the bad flag.
@@ -70,6 +76,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         try need(saveInterval >= 1, "--save-interval must be at least 1")
         try need(!emaRates.isEmpty && emaRates.allSatisfy { $0 >= 0 && $0 < 1 }, "--ema-rate values must be in [0, 1)")
         try need(weightDecay >= 0, "--weight-decay must be ≥ 0")
+        try need(tokenLoss >= 0 && tokenLoss.isFinite, "--token-loss must be a weight ≥ 0")
+        try need(labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1)")
     }
 
     /// lr at (0-based) step k: official linear decay, optionally with linear warm-up.
@@ -84,6 +92,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
 public struct StepReport: Sendable, Codable {
     public var step: Int
     public var loss: Double, mse: Double, decoderNLL: Double, tT: Double, nll: Double
+    /// The token loss (NaN when off).
+    public var token: Double = .nan
     public var lr: Double
     public var gradNorm: Double
     public var seconds: Double
@@ -118,7 +128,8 @@ public final class Trainer {
     let examples: [Seq2SeqExample]
 
     /// A trainer over `examples` for `model` (already initialised or loaded).
-    public init(model: TransformerNetModel, examples: [Seq2SeqExample], options: TrainingOptions) throws {
+    /// `padID`: the tokenizer's PAD (the `target-no-pad` loss mask and the source prior's filler).
+    public init(model: TransformerNetModel, examples: [Seq2SeqExample], options: TrainingOptions, padID: Int = 0) throws {
         try options.validate()
         guard !examples.isEmpty else { throw EngineError.invalidInput("no training examples") }
         if let bad = examples.first(where: { $0.ids.count != model.config.seqLen }) {
@@ -129,6 +140,7 @@ public final class Trainer {
         self.examples = examples
         schedule = try NoiseSchedule(named: model.config.noiseSchedule, steps: model.config.diffusionSteps)
         loss = DiffusionLoss(model: model, schedule: schedule, variant: options.loss)
+        loss.tokenWeight = options.tokenLoss; loss.labelSmoothing = options.labelSmoothing; loss.padID = padID
         grads = FloatBuffer(count: model.layout.totalCount)
         adam = AdamW(count: model.layout.totalCount, weightDecay: options.weightDecay)
         ema = EMA(rates: options.emaRates, params: model.params)
@@ -169,7 +181,7 @@ public final class Trainer {
         let t0 = Date()
         let c = model.config, T = c.seqLen, D = c.hiddenDim
         grads.zero()
-        var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0)
+        var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0, token: 0.0)
         let mb = options.microbatch
         var chunkIndex = 0
         var start = 0
@@ -194,7 +206,7 @@ public final class Trainer {
                         loss.compute(ids: chunk.flatMap(\.ids), mask: chunk.flatMap(\.mask), t: draw.t,
                                      noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: draw.weights,
                                      acts: acts!, grads: grads, dropout: useDropout ? rp : nil,
-                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0)
+                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0 || options.tokenLoss > 0)
                     }
                 }
             }
@@ -202,6 +214,7 @@ public final class Trainer {
             for b in 0..<B {
                 sums.loss += Double(terms.loss[b]); sums.mse += Double(terms.mse[b]); sums.dn += Double(terms.decoderNLL[b])
                 sums.tT += Double(terms.tT[b]); sums.nll += Double(terms.nll[b])
+                if !terms.token.isEmpty { sums.token += Double(terms.token[b]) }
             }
             start += B
             chunkIndex += 1
@@ -224,7 +237,8 @@ public final class Trainer {
         step += 1
         let nllComputed = step % max(1, options.nllEvery) == 0 || step == 1
         return StepReport(step: step, loss: lossMean, mse: sums.mse / n, decoderNLL: sums.dn / n, tT: sums.tT / n,
-                          nll: nllComputed ? sums.nll / n : .nan, lr: lr, gradNorm: norm, seconds: Date().timeIntervalSince(t0),
-                          tokens: batch.count * T)
+                          nll: nllComputed || options.tokenLoss > 0 ? sums.nll / n : .nan,
+                          token: options.tokenLoss > 0 ? sums.token / n : .nan, lr: lr, gradNorm: norm,
+                          seconds: Date().timeIntervalSince(t0), tokens: batch.count * T)
     }
 }
