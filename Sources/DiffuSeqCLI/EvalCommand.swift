@@ -95,6 +95,7 @@ enum EvalTable {
                 ("dist-1", v(f.dist1), "avg dist1 score"),
                 ("Len (official)", v(f.avgLenOfficial), "avg len"),
                 ("words per line", v(f.avgWordCount), "(not printed: len(recover.split()))"),
+                ("archaic / 100 words", String(format: "%.2f", Metrics.archaicPer100(f.lines.map(\.recover))), "(ours: thou, hath, unto, -eth …)"),
             ])
             if perLine {
                 out += "  line  bleu                    rougeL               dist1                len  words  recover\n"
@@ -131,6 +132,7 @@ enum EvalTable {
                 ("dist-1", v(m.dist1), "avg dist1 score"),
                 ("Len (official)", v(m.avgLenOfficial), "(computed, not printed)"),
                 ("words per line", v(m.avgWordCount), "(not printed)"),
+                ("archaic / 100 words", String(format: "%.2f", Metrics.archaicPer100(m.perSource.map(\.selected))), "(ours: thou, hath, unto, -eth …)"),
             ])
             out += "  picks per file:\n"
             for (i, f) in r.files.enumerated() { out += "    \(f.path): \(m.picksPerFile[i])\n" }

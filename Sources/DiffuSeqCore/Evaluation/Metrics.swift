@@ -26,4 +26,29 @@ public enum Metrics {
         let unique = Set(tokens.map { ExactToken(text: $0) }).count
         return Double(unique) / Double(tokens.count)
     }
+
+    /// Archaic forms (ours, for the built-in KJV → modern task): thou, thee, thy, thine, ye, hath, doth, dost,
+    /// hast, art, shalt, wilt, saith, begat, unto, spake, and -eth verb forms (a word of ≥ 5 letters ending in
+    /// "eth", except ordinals in -ieth and the non-verbs of the kjv2modern references: names and "teeth").
+    public static let archaicWords: Set<String> = ["thou", "thee", "thy", "thine", "ye", "hath", "doth", "dost", "hast",
+                                                   "art", "shalt", "wilt", "saith", "begat", "unto", "spake"]
+    static let ethNonVerbs: Set<String> = ["teeth", "nazareth", "elizabeth", "japheth", "azmaveth", "hazarmaveth", "zereth",
+                                           "remeth", "chinnereth", "ishbosheth", "ashtoreth", "jetheth", "peleth",
+                                           "hammolecheth", "topheth", "pibeseth", "hassophereth", "sophereth", "kenneth"]
+
+    /// The number of archaic forms among the words of a sentence (case-insensitive, punctuation stripped).
+    public static func archaicCount(_ words: [String]) -> Int {
+        words.reduce(0) { n, raw in
+            let w = raw.lowercased().filter(\.isLetter)
+            let eth = w.count >= 5 && w.hasSuffix("eth") && !w.hasSuffix("ieth") && !ethNonVerbs.contains(w)
+            return n + (archaicWords.contains(w) || eth ? 1 : 0)
+        }
+    }
+
+    /// Archaic forms per 100 words over a set of cleaned sentences (0 when there are no words).
+    public static func archaicPer100(_ sentences: [String]) -> Double {
+        let words = sentences.map(Self.words)
+        let total = words.reduce(0) { $0 + $1.count }
+        return total == 0 ? 0 : 100 * Double(words.reduce(0) { $0 + archaicCount($1) }) / Double(total)
+    }
 }
