@@ -46,9 +46,6 @@ public func setKernelThreads(_ n: Int) {
     dsq_pool_set_threads(Int32(Kernels.workerCount))  // the packed engine's pool (PackedModel)
 }
 
-/// Whether the Swift kernels run on the caller's thread only (see `Kernels.inline`).
-public var kernelsInline: Bool { Kernels.inline }
-
 enum Kernels {
     /// Threads used by the Swift kernels (BLAS has its own count).
     nonisolated(unsafe) static var workerCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
