@@ -70,8 +70,8 @@ public final class DiffusionSampler: @unchecked Sendable {
         self.engine = engine
         let c = model.config
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
-        index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
-                               bias: model.ptr(model.params, "lm_head.bias"), V: c.vocabSize, D: c.hiddenDim)
+        index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding),
+                               bias: model.ptr(model.params, \.lmHeadBias), V: c.vocabSize, D: c.hiddenDim)
         fused = Self.fusesProjections(c) ? model.makeFusedQKV() : nil
     }
 
@@ -181,14 +181,14 @@ public final class DiffusionSampler: @unchecked Sendable {
         let tScale = Float(1000.0 / Double(process.originalSteps))
         var cancelled = false
         let targetRows = (0..<(B * T)).filter { mask[$0] != 0 }
-        let packed = FloatBuffer(count: onFrame == nil ? targetRows.count * D : 0)
-        let packedIDs = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, targetRows.count))
-        let packedMargins = UnsafeMutablePointer<Float>.allocate(capacity: max(1, targetRows.count))
-        defer { packedIDs.deallocate(); packedMargins.deallocate() }
+        let targetX = FloatBuffer(count: onFrame == nil ? targetRows.count * D : 0)
+        let targetIDs = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, targetRows.count))
+        let targetMargins = UnsafeMutablePointer<Float>.allocate(capacity: max(1, targetRows.count))
+        defer { targetIDs.deallocate(); targetMargins.deallocate() }
         var dpmPrev: (x0: FloatBuffer, lambda: Double)? = nil
         // The first full read-out of a run with frames; later read-outs replace its target rows only.
         var decodedSource: [Int32]? = nil
-        let packedDecode = FloatBuffer(count: onFrame != nil && o.decodeEveryStep ? targetRows.count * D : 0)
+        let targetDecode = FloatBuffer(count: onFrame != nil && o.decodeEveryStep ? targetRows.count * D : 0)
         // A frame waiting for its read-out (see the rounding above).
         var pending: DiffusionFrame? = nil
         // The read-out of the final x_0 when the last frame computed it.
@@ -198,9 +198,9 @@ public final class DiffusionSampler: @unchecked Sendable {
             var d = [Int32](repeating: 0, count: B * T)
             if let base = decodedSource {
                 d = base
-                for (q, r) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: x + r * D, count: D) }
-                index.argmaxLogits(packedDecode.ptr, rows: targetRows.count, ids: packedIDs, packed: pm?.table)
-                for (q, r) in targetRows.enumerated() { d[r] = packedIDs[q] }
+                for (q, r) in targetRows.enumerated() { (targetDecode.ptr + q * D).update(from: x + r * D, count: D) }
+                index.argmaxLogits(targetDecode.ptr, rows: targetRows.count, ids: targetIDs, packed: pm?.table)
+                for (q, r) in targetRows.enumerated() { d[r] = targetIDs[q] }
             } else {
                 d.withUnsafeMutableBufferPointer { dp in if let p = dp.baseAddress { index.argmaxLogits(x, rows: B * T, ids: p, packed: pm?.table) } }
             }
@@ -218,9 +218,9 @@ public final class DiffusionSampler: @unchecked Sendable {
                 // Source rows are re-anchored after the step whatever their rounding is: when no frame wants
                 // them, round the target rows only (exactly the same result; half the rounding GEMM for a
                 // typical pair). Their `rounded` entries keep stale ids that nothing reads.
-                for (q, r) in targetRows.enumerated() { (packed.ptr + q * D).update(from: out + r * D, count: D) }
-                index.nearest(packed.ptr, rows: targetRows.count, ids: packedIDs, margins: packedMargins, packed: pm?.table)
-                for (q, r) in targetRows.enumerated() { rounded[r] = packedIDs[q]; margins[r] = packedMargins[q] }
+                for (q, r) in targetRows.enumerated() { (targetX.ptr + q * D).update(from: out + r * D, count: D) }
+                index.nearest(targetX.ptr, rows: targetRows.count, ids: targetIDs, margins: targetMargins, packed: pm?.table)
+                for (q, r) in targetRows.enumerated() { rounded[r] = targetIDs[q]; margins[r] = targetMargins[q] }
             } else if var frame = pending {
                 // The previous frame's read-out is of x_t, this step's input: it shares this step's rounding
                 // product (one pass over the embedding table instead of two), then the frame goes out.
@@ -230,10 +230,10 @@ public final class DiffusionSampler: @unchecked Sendable {
                         frame.decoded.withUnsafeMutableBufferPointer { dp in
                             guard let r = rp.baseAddress, let m = mp.baseAddress, let d = dp.baseAddress else { return }
                             if decodedSource != nil {
-                                for (q, row) in targetRows.enumerated() { (packedDecode.ptr + q * D).update(from: xt.ptr + row * D, count: D) }
+                                for (q, row) in targetRows.enumerated() { (targetDecode.ptr + q * D).update(from: xt.ptr + row * D, count: D) }
                                 index.scan(nearest: out, rows: B * T, ids: r, margins: m,
-                                           logits: packedDecode.ptr, rows: targetRows.count, ids: packedIDs, packed: pm?.table)
-                                for (q, row) in targetRows.enumerated() { d[row] = packedIDs[q] }
+                                           logits: targetDecode.ptr, rows: targetRows.count, ids: targetIDs, packed: pm?.table)
+                                for (q, row) in targetRows.enumerated() { d[row] = targetIDs[q] }
                             } else {
                                 index.scan(nearest: out, rows: B * T, ids: r, margins: m, logits: xt.ptr, rows: B * T, ids: d, packed: pm?.table)
                             }
