@@ -50,7 +50,7 @@ struct ExploreCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            if SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }  // batch-1 products on OpenBLAS: keep its workers awake between them
+            installCompute(latencyForBatchOne: true)  // batch-1 products on OpenBLAS: keep its workers awake between them
             let kind = try parseSampler(sampler)
             let seedList = try parseSeeds(seeds)
             guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }

@@ -58,16 +58,21 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// batch-1 products under 8M multiply-adds).
     public static func fusesProjections(_ c: ModelConfig) -> Bool { c.seqLen * c.width * c.width < (8 << 20) }
 
-    /// Which code runs the products (see `SamplingEngine`).
+    /// Which code runs the products (see `SamplingEngine`): `context.engine`.
     public let engine: SamplingEngine
+    /// Engine, threads and profile of this sampler's runs (bound to the running thread during a run).
+    public let context: ComputeContext
     private let packedLock = NSLock()
     private var _packed: PackedModel?
 
     /// Wraps a model; the rounding table and the fused projections are a snapshot of its weights at this
     /// moment; the packed weights are made by the first run that uses them, or by `preparePackedEngine`.
-    public init(model: TransformerNetModel, engine: SamplingEngine = .current) throws {
+    public init(model: TransformerNetModel, engine: SamplingEngine? = nil, context: ComputeContext = .process) throws {
         self.model = model
-        self.engine = engine
+        var context = context
+        if let engine { context.engine = engine }
+        self.context = context
+        self.engine = context.engine
         let c = model.config
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
         index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding),
@@ -112,7 +117,7 @@ public final class DiffusionSampler: @unchecked Sendable {
         var ids = [Int32](repeating: 0, count: n)
         x.withUnsafeBufferPointer { xp in
             ids.withUnsafeMutableBufferPointer { ip in
-                if let xb = xp.baseAddress, let ib = ip.baseAddress { index.argmaxLogits(xb, rows: n, ids: ib) }
+                if let xb = xp.baseAddress, let ib = ip.baseAddress { context.run { index.argmaxLogits(xb, rows: n, ids: ib) } }
             }
         }
         return ids
@@ -150,6 +155,8 @@ public final class DiffusionSampler: @unchecked Sendable {
                     noise: NoiseProvider? = nil, isCancelled: () -> Bool = { false },
                     onFrame: ((DiffusionFrame) -> Void)? = nil) throws -> SampleResult {
         let c = model.config, D = c.hiddenDim
+        let binding = context.bindToThread()
+        defer { ComputeContext.restoreBinding(binding) }
         guard B >= 1, ids.count % B == 0, mask.count == ids.count else {
             throw EngineError.invalidInput("ids (\(ids.count)) and mask (\(mask.count)) must both be B×T with B = \(B)")
         }

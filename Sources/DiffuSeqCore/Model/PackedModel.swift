@@ -13,21 +13,9 @@ public enum SamplingEngine: String, Sendable, CaseIterable {
     /// The ISA of the packed kernels on this CPU: "avx512f", or "scalar" (portable, slow).
     public static var packedISA: String { String(cString: dsq_packed_isa()) }
 
-    /// The engine named by DIFFUSEQ_ENGINE (automatic when unset; nil for an unknown value).
-    public static var fromEnvironment: SamplingEngine? {
-        guard let v = ProcessInfo.processInfo.environment["DIFFUSEQ_ENGINE"], !v.isEmpty else { return .automatic }
-        return SamplingEngine(rawValue: v)
-    }
-
-    /// Threads of the packed engine's pool (the kernel thread count).
-    public static var poolThreads: Int { Kernels.workerCount }
-
-    /// The engine samplers use by default: DIFFUSEQ_ENGINE, or automatic.
-    public static var current: SamplingEngine { fromEnvironment ?? .automatic }
-
-    /// One line for `--version` and the benchmarks.
-    public var summary: String {
-        let isa = Self.packedISA, threads = Int(dsq_pool_threads() > 1 ? dsq_pool_threads() : Int32(Kernels.workerCount))
+    /// One line for `--version` and the benchmarks (`threads`: the context's).
+    public func summary(threads: Int) -> String {
+        let isa = Self.packedISA
         switch self {
         case .blas: return "OpenBLAS for every product"
         case .packed: return "packed weights (\(isa) kernels, \(threads) threads) for every sampling run"
@@ -107,12 +95,6 @@ final class PackedModel: @unchecked Sendable {
         self.packed = packed
         self.weights = M
         qkvBias = biases
-        PackedModel.configurePool()
-    }
-
-    /// Sizes the pool to the kernel thread count (`setKernelThreads`).
-    static func configurePool() {
-        if Int(dsq_pool_threads()) != Kernels.workerCount { dsq_pool_set_threads(Int32(Kernels.workerCount)) }
     }
 
     @inline(__always) func ptr(_ id: ParameterID) -> CP { CP(small[id]!.ptr) }
@@ -120,24 +102,26 @@ final class PackedModel: @unchecked Sendable {
 
     /// out (m × n) = act((x (m × k)·Wᵀ + bias) + res) with the packed weight `id`.
     @inline(__always)
-    func linear(_ out: P, _ x: CP, _ id: ParameterID, bias: CP?, m: Int, k: Int, n: Int, res: CP? = nil, gelu: Bool = false) {
-        dsq_linear_packed(out, n, x, k, m, k, weight(id), n, bias, res, n, gelu ? DSQ_ACT_GELU : DSQ_ACT_NONE)
+    func linear(_ out: P, _ x: CP, _ id: ParameterID, bias: CP?, m: Int, k: Int, n: Int, res: CP? = nil, gelu: Bool = false,
+                cx: ComputeContext) {
+        dsq_linear_packed(out, n, x, k, m, k, weight(id), n, bias, res, n, gelu ? DSQ_ACT_GELU : DSQ_ACT_NONE,
+                          Int32(cx.threads), cx.portableKernels ? 1 : 0)
     }
 
     /// The network's forward pass as `TransformerNetModel.forward` in eval mode, on the packed weights.
     /// Returns a pointer to `acts.out`.
     func forward(x: CP, tModel: [Float], acts: Activations) -> CP {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let F = c.ffn, NH = c.heads, HS = c.headSize, M = weights
+        let F = c.ffn, NH = c.heads, HS = c.headSize, M = weights, cx = ComputeContext.bound
         Kernels.timestepEmbedding(acts.te.ptr, tModel, dim: Dt)
-        linear(acts.h1.ptr, acts.te.ptr, M.timeEmbedIn.weight, bias: ptr(M.timeEmbedIn.bias), m: B, k: Dt, n: 4 * Dt)
+        linear(acts.h1.ptr, acts.te.ptr, M.timeEmbedIn.weight, bias: ptr(M.timeEmbedIn.bias), m: B, k: Dt, n: 4 * Dt, cx: cx)
         Kernels.silu(acts.s1.ptr, acts.h1.ptr, B * 4 * Dt)
-        linear(acts.embT.ptr, acts.s1.ptr, M.timeEmbedOut.weight, bias: ptr(M.timeEmbedOut.bias), m: B, k: 4 * Dt, n: C)
+        linear(acts.embT.ptr, acts.s1.ptr, M.timeEmbedOut.weight, bias: ptr(M.timeEmbedOut.bias), m: B, k: 4 * Dt, n: C, cx: cx)
         let pre = acts.pre.ptr
         if let up = M.inputUp {
-            linear(acts.u1.ptr, x, up.first.weight, bias: ptr(up.first.bias), m: BT, k: D, n: C)
+            linear(acts.u1.ptr, x, up.first.weight, bias: ptr(up.first.bias), m: BT, k: D, n: C, cx: cx)
             Kernels.tanh(acts.u1t.ptr, acts.u1.ptr, BT * C)
-            linear(pre, acts.u1t.ptr, up.second.weight, bias: ptr(up.second.bias), m: BT, k: C, n: C)
+            linear(pre, acts.u1t.ptr, up.second.weight, bias: ptr(up.second.bias), m: BT, k: C, n: C, cx: cx)
         } else {
             pre.update(from: x, count: BT * C)
         }
@@ -152,34 +136,34 @@ final class PackedModel: @unchecked Sendable {
         Kernels.layerNorm(acts.h0.ptr, mean: nil, rstd: nil, pre, ptr(M.embeddingNorm.weight), ptr(M.embeddingNorm.bias),
                           n: BT, c: C, eps: c.layerNormEps)
         let la = acts.layer(0)
-        let workers = dsq_pool_threads()
+        let workers = Int32(cx.threads)
         let scratch = acts.attentionScratch(count: dsq_attention_scratch_count(T, HS, workers))
         var h = CP(acts.h0.ptr)
         for l in 0..<c.layers {
             let L = M.layers[l]
             let qkv = acts.qkv.ptr
-            linear(qkv, h, L.query.weight, bias: CP(qkvBias[l].ptr), m: BT, k: C, n: 3 * C)
+            linear(qkv, h, L.query.weight, bias: CP(qkvBias[l].ptr), m: BT, k: C, n: 3 * C, cx: cx)
             for b in 0..<B {
                 dsq_attention_packed(la.ctx.ptr + b * T * C, C, qkv + b * T * 3 * C, 3 * C, T, NH, HS,
-                                     1 / Float(HS).squareRoot(), scratch, workers)
+                                     1 / Float(HS).squareRoot(), scratch, workers, cx.portableKernels ? 1 : 0)
             }
             // r1 = (ctx·W_oᵀ + b_o) + h, then LayerNorm.
             linear(la.r1.ptr, la.ctx.ptr, L.attentionOutput.weight, bias: ptr(L.attentionOutput.bias),
-                   m: BT, k: C, n: C, res: h)
+                   m: BT, k: C, n: C, res: h, cx: cx)
             Kernels.layerNorm(la.a.ptr, mean: nil, rstd: nil, la.r1.ptr, ptr(L.attentionNorm.weight),
                               ptr(L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
             linear(acts.g.ptr, la.a.ptr, L.intermediate.weight, bias: ptr(L.intermediate.bias),
-                   m: BT, k: C, n: F, gelu: true)
+                   m: BT, k: C, n: F, gelu: true, cx: cx)
             linear(la.r2.ptr, acts.g.ptr, L.output.weight, bias: ptr(L.output.bias),
-                   m: BT, k: F, n: C, res: la.a.ptr)
+                   m: BT, k: F, n: C, res: la.a.ptr, cx: cx)
             Kernels.layerNorm(la.out.ptr, mean: nil, rstd: nil, la.r2.ptr, ptr(L.outputNorm.weight),
                               ptr(L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
             h = CP(la.out.ptr)
         }
         if let down = M.outputDown {
-            linear(acts.d1.ptr, h, down.first.weight, bias: ptr(down.first.bias), m: BT, k: C, n: C)
+            linear(acts.d1.ptr, h, down.first.weight, bias: ptr(down.first.bias), m: BT, k: C, n: C, cx: cx)
             Kernels.tanh(acts.d1t.ptr, acts.d1.ptr, BT * C)
-            linear(acts.out.ptr, acts.d1t.ptr, down.second.weight, bias: ptr(down.second.bias), m: BT, k: C, n: D)
+            linear(acts.out.ptr, acts.d1t.ptr, down.second.weight, bias: ptr(down.second.bias), m: BT, k: C, n: D, cx: cx)
         } else {
             acts.out.ptr.update(from: h, count: BT * D)
         }

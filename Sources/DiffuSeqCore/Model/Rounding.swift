@@ -76,9 +76,8 @@ final class EmbeddingIndex: @unchecked Sendable {
               ids argIDs: UnsafeMutablePointer<Int32>?, packed pm: FloatBuffer? = nil) {
         let rows = n1 + n2
         guard rows > 0 else { return }
-        // Read once: tests change the worker count while other runs are in flight.
-        let inline = Kernels.inline
-        let W = pm != nil ? max(1, Int(dsq_pool_threads())) : inline ? 1 : max(1, Kernels.workerCount)
+        let cx = ComputeContext.bound, inline = cx.inlineKernels
+        let W = pm != nil || !inline ? cx.threads : 1
         let chunk = pm != nil ? 512 : inline ? 8192 : 1024
         // Rows 0..<n1 find the nearest embedding, rows n1..<rows the largest logit.
         let a: UnsafePointer<Float>
@@ -109,7 +108,7 @@ final class EmbeddingIndex: @unchecked Sendable {
             if let pm {
                 let scratch = FloatBuffer(count: W * rows * chunk)
                 dsq_scan_packed(a, n1, n2, D, pm.ptr, V, norms.ptr, xnP.baseAddress, bias.ptr, best.ptr, second.ptr,
-                                arg, scratch.ptr, chunk, Int32(W))
+                                arg, scratch.ptr, chunk, Int32(W), cx.portableKernels ? 1 : 0)
                 return
             }
             scanChunks(rows: rows, workers: W, chunk: chunk) { w, start, n, tmp in
