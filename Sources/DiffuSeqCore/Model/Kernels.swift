@@ -164,19 +164,7 @@ enum Kernels {
         parallelRows(n, minChunk: 32768) { lo, hi in dsq_gelu(out + lo, inp + lo, hi - lo) }
     }
 
-    /// dinp += dout · GELU'(inp).
-    static func geluBackward(_ dinp: P, _ dout: CP, _ inp: CP, _ n: Int) {
-        parallelRows(n, minChunk: 4096) { lo, hi in
-            for i in lo..<hi {
-                let x = inp[i]
-                let cdf = 0.5 * (1 + ferf(x * 0.707_106_78))
-                let pdf = fexp(-0.5 * x * x) * 0.398_942_28
-                dinp[i] += dout[i] * (cdf + x * pdf)
-            }
-        }
-    }
-
-    /// d ← d · GELU'(inp) (what `geluBackward` adds into a zeroed buffer, without the second buffer).
+    /// d ← d · GELU'(inp): the gradient through GELU, in place (the backward pass's form).
     static func geluBackwardInPlace(_ d: P, _ inp: CP, _ n: Int) {
         parallelRows(n, minChunk: 4096) { lo, hi in
             for i in lo..<hi {
@@ -209,9 +197,9 @@ enum Kernels {
         return x < 0 ? -t : t
     }
 
-    /// dinp += dout · (1 − y²) with y = tanh output.
-    static func tanhBackward(_ dinp: P, _ dout: CP, _ y: CP, _ n: Int) {
-        for i in 0..<n { dinp[i] += dout[i] * (1 - y[i] * y[i]) }
+    /// d ← d · (1 − y²) with y = tanh output: the gradient through tanh, in place.
+    static func tanhBackwardInPlace(_ d: P, _ y: CP, _ n: Int) {
+        for i in 0..<n { d[i] *= (1 - y[i] * y[i]) }
     }
 
     /// SiLU x·σ(x).

@@ -251,8 +251,7 @@ public final class TransformerNetModel: @unchecked Sendable {
             dd1.update(repeating: 0, count: BT * C)
             Kernels.linearBackward(dinp: dd1, dw: ptr(G, down.second.weight), db: ptr(G, down.second.bias),
                                    dout: dout, inp: acts.d1t.ptr, w: ptr(W, down.second.weight), n: BT, i: C, o: D)
-            let t1 = acts.d1t.ptr
-            for i in 0..<(BT * C) { dd1[i] *= (1 - t1[i] * t1[i]) }
+            Kernels.tanhBackwardInPlace(dd1, acts.d1t.ptr, BT * C)
             Kernels.linearBackward(dinp: dh, dw: ptr(G, down.first.weight), db: ptr(G, down.first.bias),
                                    dout: dd1, inp: hLast, w: ptr(W, down.first.weight), n: BT, i: C, o: C)
         } else {
@@ -292,8 +291,7 @@ public final class TransformerNetModel: @unchecked Sendable {
             du1.update(repeating: 0, count: BT * C)
             Kernels.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
                                    dout: dpre, inp: acts.u1t.ptr, w: ptr(W, up.second.weight), n: BT, i: C, o: C)
-            let t1 = acts.u1t.ptr
-            for i in 0..<(BT * C) { du1[i] *= (1 - t1[i] * t1[i]) }
+            Kernels.tanhBackwardInPlace(du1, acts.u1t.ptr, BT * C)
             Kernels.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
                                    dout: du1, inp: x, w: ptr(W, up.first.weight), n: BT, i: D, o: C)
         } else {
