@@ -42,7 +42,6 @@ void dsq_pack(float *restrict dst, const float *restrict w, long ldw, long n, lo
 }
 
 static int has_avx512 = -1;
-static _Atomic int force_scalar = 0;
 
 static int use_avx512(void) {
     if (has_avx512 < 0) {
@@ -54,12 +53,11 @@ static int use_avx512(void) {
 #endif
         has_avx512 = ok;
     }
-    return has_avx512 && !force_scalar;
+    return has_avx512;
 }
 
 const char *dsq_packed_isa(void) { return use_avx512() ? "avx512f" : "scalar"; }
 
-void dsq_packed_force_scalar(int on) { force_scalar = on; }
 
 /* The epilogue of one output row segment of `ncols` columns. */
 static inline float epilogue1(float acc, float alpha, const float *bias, const float *res, long j) {
@@ -135,8 +133,8 @@ static const tile_fn avx512_tiles[MR + 1] = {0, tile_avx512_1, tile_avx512_2, ti
    (bias and res are indexed by col). */
 static void gemm_panels(long m, long n, long K, const float *a, long lda, const float *b, long pstride, long bs,
                         long p0, long p1, float *c, long ldc, long c0, float alpha, const float *bias,
-                        const float *res, long ldr) {
-    int wide = use_avx512();
+                        const float *res, long ldr, int portable) {
+    int wide = !portable && use_avx512();
     for (long p = p0; p < p1; p++) {
         long col = p * NR;
         int ncols = (int)(n - col < NR ? n - col : NR);
@@ -171,10 +169,9 @@ static struct {
     void *ctx;
     int workers;                  /* threads taking part in the current job */
     int started;                  /* helper threads created */
-    int wanted;                   /* dsq_pool_set_threads */
     long spin_ns;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}, 0,
-          0, 0, 1, 0, 1, 20000000L};
+          0, 0, 1, 0, 20000000L};
 
 static long now_ns(void) {
     struct timespec ts;
@@ -219,12 +216,11 @@ static void *pool_main(void *arg) {
     return NULL;
 }
 
-void dsq_pool_set_threads(int n) { pool.wanted = n < 1 ? 1 : n > MAXW ? MAXW : n; }
 
-int dsq_pool_threads(void) { return pool.wanted; }
+int dsq_pool_threads(void) { return pool.started + 1; }
 
 static void pool_run(job_fn fn, void *ctx, long work, int max_workers) {
-    int want = pool.wanted < max_workers ? pool.wanted : max_workers;
+    int want = max_workers < 1 ? 1 : max_workers > MAXW ? MAXW : max_workers;
     /* Under ~1M multiply-adds a second thread costs more than it saves. */
     if (want <= 1 || work < (1L << 20) || pthread_mutex_trylock(&pool.run) != 0) { fn(ctx, 0, 1); return; }
     while (pool.started < want - 1) {
@@ -258,7 +254,7 @@ static void pool_run(job_fn fn, void *ctx, long work, int max_workers) {
 
 typedef struct {
     float *out; long ldo; const float *x; long ldx; long m, k; const float *packed; long n;
-    const float *bias; const float *res; long ldr; int act;
+    const float *bias; const float *res; long ldr; int act; int portable;
     _Atomic long next;  /* the next unclaimed panel */
 } linear_job;
 
@@ -270,7 +266,7 @@ static void linear_run(void *ctx, int w, int W) {
     long panels = (j->n + NR - 1) / NR;
     for (long p; (p = atomic_fetch_add(&j->next, 1)) < panels;) {
         gemm_panels(j->m, j->n, j->k, j->x, j->ldx, j->packed, NR * j->k, NR, p, p + 1, j->out, j->ldo, 0, 1.0f,
-                    j->bias, j->res, j->ldr);
+                    j->bias, j->res, j->ldr, j->portable);
         if (j->act == DSQ_ACT_GELU) {
             long c0 = p * NR, c1 = c0 + NR < j->n ? c0 + NR : j->n;
             for (long r = 0; r < j->m; r++) dsq_gelu(j->out + r * j->ldo + c0, j->out + r * j->ldo + c0, c1 - c0);
@@ -279,14 +275,15 @@ static void linear_run(void *ctx, int w, int W) {
 }
 
 void dsq_linear_packed(float *out, long ldo, const float *x, long ldx, long m, long k, const float *packed, long n,
-                       const float *bias, const float *res, long ldr, int act) {
+                       const float *bias, const float *res, long ldr, int act, int workers, int portable) {
     if (m <= 0 || n <= 0) return;
-    linear_job j = {out, ldo, x, ldx, m, k, packed, n, bias, res, ldr, act, 0};
-    pool_run(linear_run, &j, m * n * k, MAXW);
+    linear_job j = {out, ldo, x, ldx, m, k, packed, n, bias, res, ldr, act, portable, 0};
+    pool_run(linear_run, &j, m * n * k, workers);
 }
 
 typedef struct {
     float *ctx; long ldc; const float *qkv; long ldq; long T, heads, hs, width; float scale; float *scratch;
+    int portable;
     _Atomic long next;  /* the next unclaimed head */
 } attention_job;
 
@@ -298,11 +295,11 @@ static void attention_run(void *ctx, int w, int W) {
     for (long h; (h = atomic_fetch_add(&j->next, 1)) < j->heads;) {
         const float *q = j->qkv + h * hs, *kk = j->qkv + j->width + h * hs, *v = j->qkv + 2 * j->width + h * hs;
         dsq_pack(kp, kk, j->ldq, T, hs);                  /* Kᵀ in panels of 32 positions */
-        gemm_panels(T, T, hs, q, j->ldq, kp, NR * hs, NR, 0, Tp / NR, s, T, 0, j->scale, NULL, NULL, 0);
+        gemm_panels(T, T, hs, q, j->ldq, kp, NR * hs, NR, 0, Tp / NR, s, T, 0, j->scale, NULL, NULL, 0, j->portable);
         dsq_softmax_rows(s, T, T);
         /* ctx_h (T × hs) = P (T × T)·V_h: step j of "panel" d is V[j][d..d+32], read in place. */
         gemm_panels(T, hs, T, s, T, v, NR, j->ldq, 0, (hs + NR - 1) / NR, j->ctx + h * hs, j->ldc, 0, 1.0f, NULL,
-                    NULL, 0);
+                    NULL, 0, j->portable);
     }
 }
 
@@ -312,14 +309,14 @@ long dsq_attention_scratch_count(long T, long hs, int workers) {
 }
 
 void dsq_attention_packed(float *ctx, long ldc, const float *qkv, long ldq, long T, long heads, long hs, float scale,
-                          float *scratch, int workers) {
-    attention_job j = {ctx, ldc, qkv, ldq, T, heads, hs, heads * hs, scale, scratch, 0};
+                          float *scratch, int workers, int portable) {
+    attention_job j = {ctx, ldc, qkv, ldq, T, heads, hs, heads * hs, scale, scratch, portable, 0};
     pool_run(attention_run, &j, 2 * heads * T * T * hs, workers);
 }
 
 typedef struct {
     const float *a; long n1, n2, D; const float *packed; long V; const float *norms, *xnorm, *bias;
-    float *best, *second; int *arg; float *scratch; long chunk;
+    float *best, *second; int *arg; float *scratch; long chunk; int portable;
     _Atomic long next;  /* the next unclaimed chunk */
 } scan_job;
 
@@ -336,7 +333,7 @@ static void scan_run(void *ctx, int w, int W) {
         long p = c * per, pe = p + per < panels ? p + per : panels;
         long start = p * NR, end = pe * NR < j->V ? pe * NR : j->V, n = end - start;
         /* Scores of this chunk, row-major (rows × n), then the running scans over them. */
-        gemm_panels(rows, end, j->D, j->a, j->D, j->packed, NR * j->D, NR, p, pe, tmp, n, start, 1.0f, NULL, NULL, 0);
+        gemm_panels(rows, end, j->D, j->a, j->D, j->packed, NR * j->D, NR, p, pe, tmp, n, start, 1.0f, NULL, NULL, 0, j->portable);
         if (j->n1) dsq_scan_nearest(tmp, j->n1, n, j->norms + start, j->xnorm, (int)start, best, second, arg);
         if (j->n2) dsq_scan_argmax(tmp + j->n1 * n, j->n2, n, j->bias + start, (int)start, best + j->n1, arg + j->n1);
     }
@@ -344,7 +341,7 @@ static void scan_run(void *ctx, int w, int W) {
 
 void dsq_scan_packed(const float *a, long n1, long n2, long D, const float *packed, long V, const float *norms,
                      const float *xnorm, const float *bias, float *best, float *second, int *arg, float *scratch,
-                     long chunk, int workers) {
-    scan_job j = {a, n1, n2, D, packed, V, norms, xnorm, bias, best, second, arg, scratch, chunk, 0};
+                     long chunk, int workers, int portable) {
+    scan_job j = {a, n1, n2, D, packed, V, norms, xnorm, bias, best, second, arg, scratch, chunk, portable, 0};
     pool_run(scan_run, &j, (n1 + n2) * V * D, workers);
 }

@@ -14,9 +14,7 @@ attr_t cn_a_normal(void) { return A_NORMAL; }
 attr_t cn_a_bold(void) { return A_BOLD; }
 attr_t cn_a_dim(void) { return A_DIM; }
 attr_t cn_a_reverse(void) { return A_REVERSE; }
-attr_t cn_a_underline(void) { return A_UNDERLINE; }
 attr_t cn_color_pair(int n) { return COLOR_PAIR(n); }
-WINDOW *cn_stdscr(void) { return stdscr; }
 void cn_getmaxyx(int *rows, int *cols) {
     int r = 0, c = 0;
     if (stdscr) { getmaxyx(stdscr, r, c); }

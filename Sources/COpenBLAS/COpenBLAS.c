@@ -142,14 +142,6 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha, const f
             b, ldb, beta, c, ldc);
 }
 
-void dsq_sgemm_strided(int count, int transA, int transB, int m, int n, int k, float alpha,
-                       const float *a, int lda, long strideA, const float *b, int ldb, long strideB,
-                       float beta, float *c, int ldc, long strideC) {
-    for (int i = 0; i < count; i++)
-        dsq_sgemm(transA, transB, m, n, k, alpha, a + i * strideA, lda, b + i * strideB, ldb, beta,
-                  c + i * strideC, ldc);
-}
-
 void dsq_blas_enter_serial(void) {
     if (!p_sgemm) dsq_blas_load(NULL, 0);
     if (p_set_threads && current_threads != 1) { p_set_threads(1); current_threads = 1; }

@@ -110,7 +110,7 @@ struct BenchSample: ParsableCommand {
                       + "   " + ((r["engine"] as? String) ?? "?") + ", " + ((r["blas_profile"] as? String) ?? "?"))
             }
             print("GEMM floor: the step's matrix products timed one by one in the same process, on the case's engine (bench gemm --verbose lists them).")
-            print("Engines: packed = weights packed once, our \(SamplingEngine.packedISA) kernels on a pool of \(SamplingEngine.poolThreads) threads (runs of ≤ 512 positions); blas = OpenBLAS.")
+            print("Engines: packed = weights packed once, our \(SamplingEngine.packedISA) kernels on a pool of \(ComputeContext.process.threads) threads (runs of ≤ 512 positions); blas = OpenBLAS.")
         }
     }
 
@@ -119,7 +119,7 @@ struct BenchSample: ParsableCommand {
             throw CLIError("unknown case \(name) (cases: base-b1, base-b16, small-b16, builtin-b1)")
         }
         // The explorer's shape is timed with the explorer's BLAS profile (latency only when its products run on OpenBLAS).
-        if name == BenchShape.builtin.name && SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }
+        installCompute(latencyForBatchOne: name == BenchShape.builtin.name)
         let model = try TransformerNetModel(config: shape.config)
         model.initialise(seed: 1)
         let sampler = try DiffusionSampler(model: model)
@@ -278,7 +278,7 @@ struct BenchExplore: ParsableCommand {
         try runReporting {
             guard repeats >= 1 else { throw CLIError("--repeats must be at least 1") }
             guard steps >= 1 else { throw CLIError("--steps must be at least 1") }
-            if SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }  // as `diffuseq explore`
+            installCompute(latencyForBatchOne: true)  // as `diffuseq explore`
             let loaded = try model.load()
             let backend = try EngineBackend(loaded)
             let m = measureExplorerDetailed(backend: backend, steps: steps, repeats: repeats)
@@ -287,7 +287,7 @@ struct BenchExplore: ParsableCommand {
             let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: 1, training: false, readOut: true), repeats: 3,
                                               packed: packed)
             let floorMs = floor.reduce(0) { $0 + $1.stepSeconds } * 1000
-            let engine = packed ? "packed (\(SamplingEngine.packedISA), \(SamplingEngine.poolThreads) threads)" : "OpenBLAS"
+            let engine = packed ? "packed (\(SamplingEngine.packedISA), \(ComputeContext.process.threads) threads)" : "OpenBLAS"
             let last = m.runs.map(\.lastFrameMs)
             let obj: [String: Any] = ["model": loaded.name, "redraw_ms_mean": m.redraw.meanMs, "redraw_ms_p95": m.redraw.p95Ms,
                                       "first_frame_ms": m.firstFrameMs, "last_frame_ms": m.lastFrameMs, "frames": m.frames,

@@ -30,7 +30,8 @@ func versionString() -> String {
         s += info.chosenCoreType.map { " (OPENBLAS_CORETYPE=\($0) set by diffuseq)" } ?? " (chosen by OpenBLAS/user)"
         s += ", \(info.threads) threads, \(info.profile) profile\n"
         s += "OpenBLAS build: \(info.config)\n"
-        s += "Sampling engine: \(SamplingEngine.current.rawValue) — \(SamplingEngine.current.summary)"
+        let cx = ComputeContext.process
+        s += "Sampling engine: \(cx.engine.rawValue) — \(cx.engine.summary(threads: cx.threads))"
     } catch {
         s += "BLAS: \(error)"
     }

@@ -50,7 +50,7 @@ struct ExploreCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            if SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }  // batch-1 products on OpenBLAS: keep its workers awake between them
+            installCompute(latencyForBatchOne: true)  // batch-1 products on OpenBLAS: keep its workers awake between them
             let kind = try parseSampler(sampler)
             let seedList = try parseSeeds(seeds)
             guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }
@@ -162,20 +162,11 @@ func parseKeyScriptReporting(_ s: String) throws -> [ScriptStep] {
 
 // MARK: - Measurements (called by `diffuseq bench explore`)
 
-/// Explorer latencies on a backend, in milliseconds:
-/// - `redrawMs`: mean key → redraw (update + view + diff) at 120×40 with 4 seeds over a finished run
-///   (`benchmarkRedraw`, 400 keys);
-/// - `firstFrameMs` / `lastFrameMs`: from pressing Enter on an edited source (a live paraphrase of `steps` steps,
-///   one seed, sampled on a background thread exactly as the interactive run loop does) to the first / last
-///   frame being applied and the screen (120×40) rebuilt.
-func measureExplorer(backend: any ExplorerBackend, source: String? = nil, steps: Int = 200,
-                     seeds: [UInt64] = [1, 2, 3, 4], liveSeeds: [UInt64] = [42])
-    -> (redrawMs: Double, firstFrameMs: Double, lastFrameMs: Double) {
-    let d = measureExplorerDetailed(backend: backend, source: source, steps: steps, seeds: seeds, liveSeeds: liveSeeds)
-    return (d.redraw.meanMs, d.firstFrameMs, d.lastFrameMs)
-}
-
-/// The full measurement behind `measureExplorer`.
+/// Explorer latencies on a backend (`explore --measure`, `bench explore`), in milliseconds: the mean key →
+/// redraw (update + view + diff) at 120×40 with 4 seeds over a finished run (`benchmarkRedraw`, 400 keys),
+/// and from pressing Enter on an edited source (a live paraphrase of `steps` steps, sampled on a background
+/// thread exactly as the interactive run loop does) to the first / last frame being applied and the screen
+/// rebuilt.
 struct ExplorerMeasurement {
     var redraw: RedrawBenchmark
     var firstFrameMs: Double

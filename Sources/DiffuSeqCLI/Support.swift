@@ -88,8 +88,7 @@ struct ModelOptions: ParsableArguments {
     func load() throws -> LoadedModel {
         if let t = threads {
             guard t >= 1 else { throw CLIError("--threads must be at least 1") }
-            try BLAS.setThreads(t)
-            setKernelThreads(t)
+            try setComputeThreads(t)
         }
         guard let tie = TiedEmbeddingSource(rawValue: tiedEmbedding) else {
             throw CLIError("--tied-embedding must be lm-head or word-embedding, not \"\(tiedEmbedding)\"")
@@ -114,4 +113,21 @@ enum BuiltinModel {
         guard let u = BundledResources.url("model/kjv2modern") else { return nil }
         return FileManager.default.fileExists(atPath: u.appendingPathComponent("model.safetensors").path) ? u : nil
     }
+}
+
+/// Installs the process's compute context (`ComputeContext.fromEnvironment`: the flags, then the documented
+/// environment overrides); `latencyForBatchOne` for the commands that time batch-1 steps (the explorer,
+/// `trace`, their benches). Call before the first model is made (OpenBLAS reads the profile when it loads).
+func installCompute(latencyForBatchOne: Bool = false) {
+    var (context, _) = ComputeContext.fromEnvironment(latencyForBatchOne: latencyForBatchOne)
+    context.threads = ComputeContext.process.threads  // keep a --threads already applied
+    ComputeContext.installForProcess(context)
+}
+
+/// `--threads`: OpenBLAS's thread count and the process context's (our kernels, the packed pool).
+func setComputeThreads(_ t: Int) throws {
+    try BLAS.setThreads(t)
+    var context = ComputeContext.process
+    context.threads = t
+    ComputeContext.installForProcess(context)
 }

@@ -56,7 +56,7 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             Interrupt.install()
-            if SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }  // the explorer's profile, so trace and explore time alike
+            installCompute(latencyForBatchOne: true)  // the explorer's profile, so trace and explore time alike
             let kind = try parseSampler(sampler)
             let seedList = try parseSeeds(seeds)
             if let s = steps, s < 1 { throw CLIError("--steps must be at least 1") }

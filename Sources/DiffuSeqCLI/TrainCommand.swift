@@ -84,7 +84,7 @@ struct TrainCommand: ParsableCommand {
             Interrupt.install()  // also unblocks SIGINT/SIGTERM if a launcher handed them to us blocked
             if let t = threads {
                 guard t >= 1 else { throw CLIError("--threads must be at least 1") }
-                try BLAS.setThreads(t); setKernelThreads(t)
+                try setComputeThreads(t)
             }
             if let r = resume {
                 let fixed: [(String, Bool)] = [

@@ -1,8 +1,8 @@
 import DiffuSeqCore
 import Foundation
 
-if SamplingEngine.fromEnvironment == nil {
-    let v = ProcessInfo.processInfo.environment["DIFFUSEQ_ENGINE"] ?? ""
-    FileHandle.standardError.write(Data("diffuseq: DIFFUSEQ_ENGINE=\(v) is not automatic, blas or packed; using automatic\n".utf8))
-}
+// The process's compute context: defaults and the documented environment overrides, read once here.
+let (compute, computeWarnings) = ComputeContext.fromEnvironment()
+for w in computeWarnings { FileHandle.standardError.write(Data("diffuseq: \(w)\n".utf8)) }
+ComputeContext.installForProcess(compute)
 DiffuSeqCommand.main()

@@ -11,5 +11,6 @@
 // Conventions (after llm.c): one flat Float buffer holds every parameter, with named ranges in the
 // order of PyTorch's `named_parameters()`; gradients and AdamW moments use the same layout.
 // Layer kernels are free functions over raw pointers; backward passes *accumulate* into gradients.
-// Linear weights are stored [out, in] as in PyTorch: y = x·Wᵀ + b. Every matrix product goes
-// through OpenBLAS `cblas_sgemm` (see `BLAS`).
+// Linear weights are stored [out, in] as in PyTorch: y = x·Wᵀ + b. Matrix products go through
+// OpenBLAS `cblas_sgemm` (training, batches; see `BLAS`) or, for runs of ≤ 512 positions on AVX-512
+// CPUs, through weights packed once into panels (`PackedModel`, `Sources/CKernels/packed.c`).

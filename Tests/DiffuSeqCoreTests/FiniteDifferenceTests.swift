@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import DiffuSeqCore
@@ -151,10 +152,11 @@ struct FiniteDifferenceTests {
         }
         func f() -> Double { forward(); return Self.dot(y.ptr, c) }
         forward()
+        // The backward functions the network's backward pass calls.
         let dx = FloatBuffer(count: n)
         switch kind {
-        case "gelu": Kernels.geluBackward(dx.ptr, c.ptr, x.ptr, n)
-        case "tanh": Kernels.tanhBackward(dx.ptr, c.ptr, y.ptr, n)
+        case "gelu": dx.ptr.update(from: c.ptr, count: n); Kernels.geluBackwardInPlace(dx.ptr, x.ptr, n)
+        case "tanh": dx.ptr.update(from: c.ptr, count: n); Kernels.tanhBackwardInPlace(dx.ptr, y.ptr, n)
         default: Kernels.siluBackward(dx.ptr, c.ptr, x.ptr, n)
         }
         // Every coordinate whose derivative is not tiny.
@@ -170,7 +172,8 @@ struct FiniteDifferenceTests {
         var rng = SeededRandom(seed: 4)
         let c = 7
         let x = Self.randomBuffer(c, &rng, scale: 2), dp = Self.randomBuffer(c, &rng), y = FloatBuffer(count: c)
-        func f() -> Double { y.ptr.update(from: x.ptr, count: c); Kernels.softmaxRow(y.ptr, c); return Self.dot(y.ptr, dp) }
+        // The forward is the C softmax the attention layer calls.
+        func f() -> Double { y.ptr.update(from: x.ptr, count: c); dsq_softmax_rows(y.ptr, 1, c); return Self.dot(y.ptr, dp) }
         _ = f()
         var dot: Float = 0
         for j in 0..<c { dot += y.ptr[j] * dp.ptr[j] }

@@ -87,3 +87,22 @@ extension ModelConfig {
         return c
     }
 }
+
+/// The typed parameter views (`ModelParameters`) and the key table (`ParameterLayout.entries`) describe the
+/// same tensors: every entry exactly once, in `named_parameters()` order, with the shapes the roles imply.
+@Suite("Parameter layout")
+struct ParameterLayoutTests {
+    @Test("typed views cover every checkpoint key once, in order", arguments: [true, false])
+    func viewsCoverTheTable(projections: Bool) throws {
+        var c = tinyConfig
+        if !projections { c.hiddenDim = c.width }
+        let layout = ParameterLayout(c)
+        #expect(layout.parameters.all == layout.entries.map(\.id))
+        #expect((layout.parameters.inputUp != nil) == c.hasProjections && (layout.parameters.outputDown != nil) == c.hasProjections)
+        let q = layout.parameters.layers[1].query
+        #expect(layout.entry("input_transformers.layer.1.attention.self.query.weight")?.id == q.weight)
+        #expect(layout.entry("input_transformers.layer.1.attention.self.query.weight")?.shape == [q.outputs, q.inputs])
+        #expect(layout.entry("lm_head.weight")?.id == layout.parameters.wordEmbedding)
+        #expect(layout.entries.allSatisfy { $0.offset % 16 == 0 })
+    }
+}

@@ -21,10 +21,12 @@ struct PackedEngineTests {
     }
 
     /// out = act((x·Wᵀ + bias) + res) through the packed product.
-    func linear(_ x: [Float], _ w: [Float], m: Int, k: Int, n: Int, bias: [Float]?, res: [Float]?, gelu: Bool) -> [Float] {
+    func linear(_ x: [Float], _ w: [Float], m: Int, k: Int, n: Int, bias: [Float]?, res: [Float]?, gelu: Bool,
+                threads: Int = 2, portable: Bool = false) -> [Float] {
         let p = pack(w, n: n, k: k)
         var out = [Float](repeating: .nan, count: m * n)
-        dsq_linear_packed(&out, n, x, k, m, k, p, n, bias, res, n, gelu ? DSQ_ACT_GELU : DSQ_ACT_NONE)
+        dsq_linear_packed(&out, n, x, k, m, k, p, n, bias, res, n, gelu ? DSQ_ACT_GELU : DSQ_ACT_NONE, Int32(threads),
+                          portable ? 1 : 0)
         return out
     }
 
@@ -54,19 +56,13 @@ struct PackedEngineTests {
     func sameBitsEverywhere() {
         let (m, k, n) = (64, 256, 1024)
         let x = random(m * k, seed: 5), w = random(n * k, seed: 6), b = random(n, seed: 7), r = random(m * n, seed: 8)
-        let saved = dsq_pool_threads()
-        defer { dsq_pool_set_threads(saved); dsq_packed_force_scalar(0) }
         var results: [[Float]] = []
         for threads in [1, 2, 3] {
-            dsq_pool_set_threads(Int32(threads))
-            results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: r, gelu: false))
-            results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: nil, gelu: true))
+            results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: r, gelu: false, threads: threads))
+            results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: nil, gelu: true, threads: threads))
         }
-        dsq_pool_set_threads(2)
-        dsq_packed_force_scalar(1)
-        #expect(String(cString: dsq_packed_isa()) == "scalar")
-        results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: r, gelu: false))
-        results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: nil, gelu: true))
+        results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: r, gelu: false, portable: true))
+        results.append(linear(x, w, m: m, k: k, n: n, bias: b, res: nil, gelu: true, portable: true))
         for (i, res) in results.enumerated() {
             #expect(res.map(\.bitPattern) == results[i % 2].map(\.bitPattern), "variant \(i)")
         }
@@ -82,7 +78,7 @@ struct PackedEngineTests {
             for workers in [1, 2] {
                 var ctx = [Float](repeating: .nan, count: T * C)
                 var scratch = [Float](repeating: 0, count: dsq_attention_scratch_count(T, hs, Int32(workers)))
-                dsq_attention_packed(&ctx, C, qkv, 3 * C, T, heads, hs, scale, &scratch, Int32(workers))
+                dsq_attention_packed(&ctx, C, qkv, 3 * C, T, heads, hs, scale, &scratch, Int32(workers), 0)
                 outs.append(ctx)
             }
             #expect(outs[0].map(\.bitPattern) == outs[1].map(\.bitPattern), "T \(T): threads change the result")
@@ -125,13 +121,10 @@ struct PackedEngineTests {
             index.scan(nearest: x, rows: n1, ids: &ids, margins: &margins, logits: y, rows: n2, ids: &arg, packed: packed)
             return (ids, margins, arg)
         }
-        let saved = dsq_pool_threads()
-        defer { dsq_pool_set_threads(saved) }
         let want = run(nil)
         #expect(want.0[0] == 40)
         for threads in [1, 2] {
-            dsq_pool_set_threads(Int32(threads))
-            let got = run(packedTable)
+            let got = ComputeContext(threads: threads).run { run(packedTable) }
             #expect(got.0 == want.0, "nearest ids at \(threads) threads")
             #expect(got.2 == want.2, "argmax ids at \(threads) threads")
             for r in 0..<n1 { #expect(abs(got.1[r] - want.1[r]) <= 1e-4 * max(1, want.1[r]), "margin \(r)") }

@@ -56,16 +56,14 @@ struct SamplerTests {
 
     @Test("same seed gives identical frames at any batch composition and thread count", arguments: [SamplingEngine.blas, .packed])
     func deterministicSeeds(engine: SamplingEngine) throws {
-        let sampler = try DiffusionSampler(model: try loadTinyModel(), engine: engine)
+        let model = try loadTinyModel()
+        let sampler = try DiffusionSampler(model: model, context: ComputeContext(engine: engine, threads: 1))
         let g = try Golden("golden.safetensors")
         let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
         let o = SamplerOptions(kind: .ddpm, steps: 5, decodeEveryStep: true)
-        let saved = Kernels.workerCount
-        defer { setKernelThreads(saved) }
-        setKernelThreads(1)
         let a = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
-        setKernelThreads(2)
-        let b = try sampler.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
+        let two = try DiffusionSampler(model: model, context: ComputeContext(engine: engine, threads: 2))
+        let b = try two.run(ids: ids, mask: mask, batch: 2, seeds: [7, 8], options: o)
         #expect(a.sample == b.sample)
         // Row 1 alone with seed 8 equals row 1 of the batch.
         let c = try sampler.run(ids: Array(ids[16...]), mask: Array(mask[16...]), batch: 1, seeds: [8], options: o)
@@ -287,11 +285,10 @@ struct RoundingChunkTests {
             want[r] = a; wantMargin[r] = b2 - b1; wantArg[r] = al
         }
         #expect(want[3] == 17, "row 3 sits on the tie between ids 17 and 2500")
-        let saved = Kernels.workerCount
-        defer { Kernels.workerCount = saved }
         var first: ([Int32], [Float])?
         for w in [1, 2, 3] {
-            Kernels.workerCount = w
+            let binding = ComputeContext(threads: w).bindToThread()
+            defer { ComputeContext.restoreBinding(binding) }
             var ids = [Int32](repeating: -1, count: rows), margins = [Float](repeating: -1, count: rows)
             var arg = [Int32](repeating: -1, count: rows)
             x.withUnsafeBufferPointer { xp in
@@ -336,10 +333,7 @@ struct RoundingChunkTests {
         let a = separate(), b = merged()
         #expect(a.0 == b.0 && a.1 == b.1 && a.2 == b.2)
         // Latency profile layout: one worker, 2,048-column chunks, products threaded by OpenBLAS.
-        let saved = Kernels.inline
-        defer { Kernels.inline = saved }
-        Kernels.inline = true
-        let c = merged()
+        let c = ComputeContext(profile: .latency).run { merged() }
         #expect(a.0 == c.0 && a.2 == c.2)
         for r in 0..<n1 { #expect(abs(a.1[r] - c.1[r]) <= 1e-4 * max(1, a.1[r]), "margin \(r)") }
     }

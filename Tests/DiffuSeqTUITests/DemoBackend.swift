@@ -1,5 +1,5 @@
-@testable import DiffuSeqCore
 import DiffuSeqTUI
+@testable import DiffuSeqCore
 
 /// A deterministic stand-in engine for tests, demos and the end-to-end script: a small vocabulary,
 /// an archaic→modern "paraphrase", tokens that settle over the steps and D-dimensional embeddings.

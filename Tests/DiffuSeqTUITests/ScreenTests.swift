@@ -1,6 +1,6 @@
-import Foundation
 import DiffuSeqCore
 import DiffuSeqTUI
+import Foundation
 import Testing
 
 @Suite("whole screens and widgets")

@@ -44,12 +44,12 @@ void dsq_pack(float *dst, const float *w, long ldw, long n, long k);
 /// `dsq_pack`; bias, res may be NULL. Each output is one fused multiply-add per k in k order from 0, then
 /// + bias, then + res: the same bits on every CPU and thread count. Runs on the pool.
 void dsq_linear_packed(float *out, long ldo, const float *x, long ldx, long m, long k, const float *packed, long n,
-                       const float *bias, const float *res, long ldr, int act);
+                       const float *bias, const float *res, long ldr, int act, int workers, int portable);
 /// Self-attention without a mask for one sequence: qkv (T × ldq) holds Q, K, V as column blocks of
 /// heads·hs; ctx (T × ldc) receives softmax(scale·Q_h·K_hᵀ)·V_h per head. Heads are split over the pool.
 /// `scratch` holds `dsq_attention_scratch_count(T, hs, workers)` floats; at most `workers` threads run.
 void dsq_attention_packed(float *ctx, long ldc, const float *qkv, long ldq, long T, long heads, long hs, float scale,
-                          float *scratch, int workers);
+                          float *scratch, int workers, int portable);
 long dsq_attention_scratch_count(long T, long hs, int workers);
 /// `dsq_scan_nearest` over rows 0..<n1 and `dsq_scan_argmax` over rows n1..<n1+n2 of a (rows × D) against
 /// the packed (V × D) table, in chunks of `chunk` columns (a multiple of 32) that the pool's workers (at
@@ -58,12 +58,11 @@ long dsq_attention_scratch_count(long T, long hs, int workers);
 /// as they were), to be merged by (value, id). scratch: workers·rows·chunk floats.
 void dsq_scan_packed(const float *a, long n1, long n2, long D, const float *packed, long V, const float *norms,
                      const float *xnorm, const float *bias, float *best, float *second, int *arg, float *scratch,
-                     long chunk, int workers);
-/// Threads of the pool (the caller counts as one); 1 runs everything on the caller.
-void dsq_pool_set_threads(int n);
+                     long chunk, int workers, int portable);
+/// Every job runs on at most `workers` threads of the pool (the caller counts as one; 1 runs it on the
+/// caller), which grows to the largest count asked for. `portable` (tests) runs the portable code even
+/// on an AVX-512 CPU: the same bits, slower. Threads the pool has started (the caller counts as one):
 int dsq_pool_threads(void);
 /// "avx512f" or "scalar": which code the packed products run on this CPU.
 const char *dsq_packed_isa(void);
-/// Tests: run the portable code even on an AVX-512 CPU (it gives the same bits, only slower).
-void dsq_packed_force_scalar(int on);
 #endif

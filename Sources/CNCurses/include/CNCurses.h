@@ -37,11 +37,8 @@ attr_t cn_a_normal(void);
 attr_t cn_a_bold(void);
 attr_t cn_a_dim(void);
 attr_t cn_a_reverse(void);
-attr_t cn_a_underline(void);
 /// COLOR_PAIR(n).
 attr_t cn_color_pair(int n);
-/// stdscr.
-WINDOW *cn_stdscr(void);
 /// getmaxyx(stdscr, …).
 void cn_getmaxyx(int *rows, int *cols);
 

@@ -36,8 +36,4 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha,
 /// as attention heads. Call both from one thread, outside any parallel region.
 void dsq_blas_enter_serial(void);
 void dsq_blas_leave_serial(void);
-/// Batched over `count` independent problems with element strides between them.
-void dsq_sgemm_strided(int count, int transA, int transB, int m, int n, int k, float alpha,
-                       const float *a, int lda, long strideA, const float *b, int ldb, long strideB,
-                       float beta, float *c, int ldc, long strideC);
 #endif

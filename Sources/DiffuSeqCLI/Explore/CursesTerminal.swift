@@ -82,12 +82,6 @@ final class CursesTerminal {
         }
     }
 
-    /// Reads one event, waiting at most `timeoutMs` (0: do not wait).
-    func readEvent(timeoutMs: Int) -> TerminalEvent? {
-        var inputLeft = false
-        return readEvent(timeoutMs: timeoutMs, consumed: &inputLeft)
-    }
-
     /// Waits until there is terminal input, `wakeFD` becomes readable (the sampling thread posted
     /// frames), a signal arrives, or `timeoutMs` passes.
     func waitForInput(timeoutMs: Int, wakeFD: Int32) {

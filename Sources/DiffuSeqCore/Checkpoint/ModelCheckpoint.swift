@@ -1,5 +1,5 @@
-import Foundation
 import DiffuSeqResources
+import Foundation
 
 /// Which stored matrix fills the tied embedding / lm_head when loading an official checkpoint.
 public enum TiedEmbeddingSource: String, Sendable, CaseIterable {

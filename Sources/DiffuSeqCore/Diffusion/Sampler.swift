@@ -72,8 +72,10 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// batch-1 products under 8M multiply-adds).
     public static func fusesProjections(_ c: ModelConfig) -> Bool { c.seqLen * c.width * c.width < (8 << 20) }
 
-    /// Which code runs the products (see `SamplingEngine`).
+    /// Which code runs the products (see `SamplingEngine`): `context.engine`.
     public let engine: SamplingEngine
+    /// Engine, threads and profile of this sampler's runs (bound to the running thread during a run).
+    public let context: ComputeContext
     private let packedLock = NSLock()
     /// PAD's id: the source copy (`SourceCopy`) continues with PAD after the source.
     public let padID: Int
@@ -81,14 +83,18 @@ public final class DiffusionSampler: @unchecked Sendable {
 
     /// Wraps a model; the rounding table and the fused projections are a snapshot of its weights at this
     /// moment; the packed weights are made by the first run that uses them, or by `preparePackedEngine`.
-    public init(model: TransformerNetModel, engine: SamplingEngine = .current, padID: Int = 0) throws {
+    public init(model: TransformerNetModel, engine: SamplingEngine? = nil, padID: Int = 0,
+                context: ComputeContext = .process) throws {
         self.model = model
-        self.engine = engine
         self.padID = padID
+        var context = context
+        if let engine { context.engine = engine }
+        self.context = context
+        self.engine = context.engine
         let c = model.config
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
-        index = EmbeddingIndex(table: model.ptr(model.params, "word_embedding.weight"),
-                               bias: model.ptr(model.params, "lm_head.bias"), V: c.vocabSize, D: c.hiddenDim)
+        index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding),
+                               bias: model.ptr(model.params, \.lmHeadBias), V: c.vocabSize, D: c.hiddenDim)
         fused = Self.fusesProjections(c) ? model.makeFusedQKV() : nil
     }
 
@@ -129,7 +135,7 @@ public final class DiffusionSampler: @unchecked Sendable {
         var ids = [Int32](repeating: 0, count: n)
         x.withUnsafeBufferPointer { xp in
             ids.withUnsafeMutableBufferPointer { ip in
-                if let xb = xp.baseAddress, let ib = ip.baseAddress { index.argmaxLogits(xb, rows: n, ids: ib) }
+                if let xb = xp.baseAddress, let ib = ip.baseAddress { context.run { index.argmaxLogits(xb, rows: n, ids: ib) } }
             }
         }
         return ids
@@ -173,6 +179,8 @@ public final class DiffusionSampler: @unchecked Sendable {
                     noise: NoiseProvider? = nil, start: SamplerStart? = nil, pins: [Int: Int] = [:],
                     isCancelled: () -> Bool = { false },
                     onFrame: ((DiffusionFrame) -> Void)? = nil) throws -> SampleResult {
+        let binding = context.bindToThread()
+        defer { ComputeContext.restoreBinding(binding) }
         let r = try ReverseRun(sampler: self, ids: ids, mask: mask, batch: B, seeds: seeds, options: o, noise: noise,
                                start: start, pins: pins, packed: nil, framed: onFrame != nil)
         if r.usesPacked { r.packed = packedModel() }

@@ -38,7 +38,7 @@ final class BackwardScratch {
         dC2 = FloatBuffer(count: n); dC3 = FloatBuffer(count: n)
         dQ = FloatBuffer(count: n); dK = FloatBuffer(count: n); dV = FloatBuffer(count: n)
         dF = FloatBuffer(count: B * T * c.ffn)
-        dP = FloatBuffer(count: Kernels.workerCount * T * T); dEmbT = FloatBuffer(count: B * c.width)
+        dP = FloatBuffer(count: ComputeContext.bound.threads * T * T); dEmbT = FloatBuffer(count: B * c.width)
         dT1 = FloatBuffer(count: B * 4 * c.hiddenTDim); dT2 = FloatBuffer(count: B * 4 * c.hiddenTDim)
     }
 }

@@ -12,7 +12,8 @@ typealias CP = UnsafePointer<Float>
 /// Results never depend on the number of chunks: every kernel using this is elementwise or per row.
 @inline(__always)
 func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
-    let workers = Kernels.inline ? 1 : min(Kernels.workerCount, max(1, n / max(1, minChunk)))
+    let cx = ComputeContext.bound
+    let workers = cx.inlineKernels ? 1 : min(cx.threads, max(1, n / max(1, minChunk)))
     if workers <= 1 { body(0, n); return }
     DispatchQueue.concurrentPerform(iterations: workers) { w in
         dsq_set_flush_denormals()  // MXCSR is per thread: make sure pool threads flush denormals too
@@ -23,13 +24,14 @@ func parallelRows(_ n: Int, minChunk: Int = 64, _ body: (Int, Int) -> Void) {
 
 /// Runs `body(worker, start, end)` over 0..<n split into one contiguous chunk per core, with OpenBLAS
 /// single-threaded so that every chunk can run its own small `BLAS.gemm`s (attention heads) in parallel.
-/// `worker` indexes per-worker scratch (< `Kernels.workerCount`). Results never depend on the split.
+/// `worker` indexes per-worker scratch (< the bound context's `threads`). Results never depend on the split.
 func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, work: Int = .max, _ body: (Int, Int, Int) -> Void) {
+    let cx = ComputeContext.bound
     // Latency profile: everything on the caller's thread, each product threaded by OpenBLAS (whose
     // workers are awake) as it sees fit.
-    if Kernels.inline { body(0, 0, n); return }
+    if cx.inlineKernels { body(0, 0, n); return }
     // Under ~2M multiply-adds in all, waking a second thread costs more than the work (batch-1 attention).
-    let workers = work < (2 << 20) ? 1 : max(1, min(Kernels.workerCount, n, maxWorkers))
+    let workers = work < (2 << 20) ? 1 : max(1, min(cx.threads, n, maxWorkers))
     dsq_blas_enter_serial()
     defer { dsq_blas_leave_serial() }
     if workers <= 1 { body(0, 0, n); return }
@@ -40,24 +42,10 @@ func parallelGEMMs(_ n: Int, maxWorkers: Int = .max, work: Int = .max, _ body: (
     }
 }
 
-/// Sets the number of threads the Swift kernels use (BLAS threads are set separately).
-public func setKernelThreads(_ n: Int) {
-    Kernels.workerCount = max(1, n)
-    dsq_pool_set_threads(Int32(Kernels.workerCount))  // the packed engine's pool (PackedModel)
-}
-
-/// Whether the Swift kernels run on the caller's thread only (see `Kernels.inline`).
-public var kernelsInline: Bool { Kernels.inline }
-
+/// Kernels over raw pointers. Their parallelism (threads, inline in the latency profile) comes from the
+/// `ComputeContext` bound to the calling thread; results do not depend on it (the kernels are per
+/// element, per row, or merged by (value, id)).
 enum Kernels {
-    /// Threads used by the Swift kernels (BLAS has its own count).
-    nonisolated(unsafe) static var workerCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
-    /// With the BLAS latency profile (set when the library loads), OpenBLAS's workers spin between
-    /// products: a kernel of ours on a second thread would fight them for the other core. Then every
-    /// Swift kernel runs on the caller's thread and all parallelism is OpenBLAS's. Results do not
-    /// depend on this (the kernels are per element, per row, or merged by (value, id)).
-    nonisolated(unsafe) static var inline = false
-
     // MARK: Fast exp and erf (vectorisable, ~1 ulp-level accuracy for our ranges)
 
     /// exp(x) in float32 without a libm call (so loops vectorise): n = round(x/ln 2) by the
@@ -176,19 +164,7 @@ enum Kernels {
         parallelRows(n, minChunk: 32768) { lo, hi in dsq_gelu(out + lo, inp + lo, hi - lo) }
     }
 
-    /// dinp += dout · GELU'(inp).
-    static func geluBackward(_ dinp: P, _ dout: CP, _ inp: CP, _ n: Int) {
-        parallelRows(n, minChunk: 4096) { lo, hi in
-            for i in lo..<hi {
-                let x = inp[i]
-                let cdf = 0.5 * (1 + ferf(x * 0.707_106_78))
-                let pdf = fexp(-0.5 * x * x) * 0.398_942_28
-                dinp[i] += dout[i] * (cdf + x * pdf)
-            }
-        }
-    }
-
-    /// d ← d · GELU'(inp) (what `geluBackward` adds into a zeroed buffer, without the second buffer).
+    /// d ← d · GELU'(inp): the gradient through GELU, in place (the backward pass's form).
     static func geluBackwardInPlace(_ d: P, _ inp: CP, _ n: Int) {
         parallelRows(n, minChunk: 4096) { lo, hi in
             for i in lo..<hi {
@@ -221,9 +197,9 @@ enum Kernels {
         return x < 0 ? -t : t
     }
 
-    /// dinp += dout · (1 − y²) with y = tanh output.
-    static func tanhBackward(_ dinp: P, _ dout: CP, _ y: CP, _ n: Int) {
-        for i in 0..<n { dinp[i] += dout[i] * (1 - y[i] * y[i]) }
+    /// d ← d · (1 − y²) with y = tanh output: the gradient through tanh, in place.
+    static func tanhBackwardInPlace(_ d: P, _ y: CP, _ n: Int) {
+        for i in 0..<n { d[i] *= (1 - y[i] * y[i]) }
     }
 
     /// SiLU x·σ(x).

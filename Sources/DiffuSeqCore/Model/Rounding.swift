@@ -11,8 +11,9 @@ final class EmbeddingIndex: @unchecked Sendable {
     let bias: FloatBuffer
     /// (V) ‖E_k‖².
     let norms: FloatBuffer
-    // Columns per GEMM (a chunk's scores stay in cache while they are scanned): 1,024 when the cores
-    // split the chunks, 2,048 when OpenBLAS threads each product (latency profile).
+    // Columns per product (a chunk's scores stay in cache while they are scanned): 1,024 when the cores
+    // split the chunks, 8,192 when OpenBLAS threads each product (latency profile), 512 on the packed
+    // engine (its workers claim chunks one at a time). See `scan`.
 
     init(table: UnsafePointer<Float>, bias: UnsafePointer<Float>, V: Int, D: Int) {
         self.V = V; self.D = D
@@ -75,18 +76,17 @@ final class EmbeddingIndex: @unchecked Sendable {
               ids argIDs: UnsafeMutablePointer<Int32>?, packed pm: FloatBuffer? = nil) {
         let rows = n1 + n2
         guard rows > 0 else { return }
-        // Read once: tests change the worker count while other runs are in flight.
-        let inline = Kernels.inline
-        let W = pm != nil ? max(1, Int(dsq_pool_threads())) : inline ? 1 : max(1, Kernels.workerCount)
+        let cx = ComputeContext.bound, inline = cx.inlineKernels
+        let W = pm != nil || !inline ? cx.threads : 1
         let chunk = pm != nil ? 512 : inline ? 8192 : 1024
         // Rows 0..<n1 find the nearest embedding, rows n1..<rows the largest logit.
         let a: UnsafePointer<Float>
-        var packed: FloatBuffer? = nil
+        var stacked: FloatBuffer? = nil
         if n2 == 0, let x { a = x } else if n1 == 0, let y { a = y } else {
             let p = FloatBuffer(count: rows * D)
             if let x { p.ptr.update(from: x, count: n1 * D) }
             if let y { (p.ptr + n1 * D).update(from: y, count: n2 * D) }
-            packed = p
+            stacked = p
             a = UnsafePointer(p.ptr)
         }
         let best = FloatBuffer(count: W * rows), second = FloatBuffer(count: W * rows)
@@ -108,7 +108,7 @@ final class EmbeddingIndex: @unchecked Sendable {
             if let pm {
                 let scratch = FloatBuffer(count: W * rows * chunk)
                 dsq_scan_packed(a, n1, n2, D, pm.ptr, V, norms.ptr, xnP.baseAddress, bias.ptr, best.ptr, second.ptr,
-                                arg, scratch.ptr, chunk, Int32(W))
+                                arg, scratch.ptr, chunk, Int32(W), cx.portableKernels ? 1 : 0)
                 return
             }
             scanChunks(rows: rows, workers: W, chunk: chunk) { w, start, n, tmp in
@@ -119,7 +119,7 @@ final class EmbeddingIndex: @unchecked Sendable {
                 dsq_scan_argmax(tmp + n1 * n, n2, n, bs, Int32(start), bestP + n1, argP + n1)
             }
         }
-        withExtendedLifetime(packed) {}
+        withExtendedLifetime(stacked) {}
         for r in 0..<n1 {
             var b1 = best.ptr[r], b2 = second.ptr[r], am = arg[r]
             for w in 1..<W {

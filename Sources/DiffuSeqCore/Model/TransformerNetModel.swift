@@ -21,9 +21,18 @@ public final class TransformerNetModel: @unchecked Sendable {
         self.params = FloatBuffer(count: layout.totalCount)
     }
 
-    /// Pointer to the tensor stored under `key` in `buffer` (params, grads or moments).
+    /// The tensors by role (`ParameterLayout.parameters`).
+    public var weights: ModelParameters { layout.parameters }
+
+    /// Pointer to tensor `id` in `buffer` (params, grads or moments).
     @inline(__always)
-    func ptr(_ buffer: FloatBuffer, _ key: String) -> P { buffer.ptr + layout.off(key) }
+    func ptr(_ buffer: FloatBuffer, _ id: ParameterID) -> P { buffer.ptr + id.offset }
+
+    /// Pointer to the tensor `role` names in `buffer` (params, grads or moments), e.g. `\.wordEmbedding`.
+    @inline(__always)
+    func ptr(_ buffer: FloatBuffer, _ role: KeyPath<ModelParameters, ParameterID>) -> P {
+        buffer.ptr + layout.parameters[keyPath: role].offset
+    }
 
     /// The parameter tensor `key` as an array (for tests and checkpoints).
     public func tensor(_ key: String) -> [Float]? {
@@ -38,23 +47,12 @@ public final class TransformerNetModel: @unchecked Sendable {
         var rng = SeededRandom(seed: seed)
         for e in layout.entries {
             let p = params.ptr + e.offset
-            let key = e.key
-            if key.hasSuffix("LayerNorm.weight") {
-                p.update(repeating: 1, count: e.count)
-            } else if key.hasSuffix("LayerNorm.bias") {
-                p.update(repeating: 0, count: e.count)
-            } else if key == "word_embedding.weight" || key == "position_embeddings.weight" {
+            switch e.initialisation {
+            case .constant(let v):
+                p.update(repeating: v, count: e.count)
+            case .normal:
                 rng.fillNormal(p, e.count)
-            } else if key == "lm_head.bias" {
-                let bound = 1 / Float(config.hiddenDim).squareRoot()
-                for i in 0..<e.count { p[i] = (rng.uniform() * 2 - 1) * bound }
-            } else {
-                // Linear weight [out, in] or bias [out]: fan_in from the matching weight.
-                let fanIn: Int
-                if e.shape.count == 2 { fanIn = e.shape[1] } else {
-                    let w = layout.entry(String(key.dropLast("bias".count)) + "weight")
-                    fanIn = w?.shape.last ?? 1
-                }
+            case .uniform(let fanIn):
                 let bound = 1 / Float(fanIn).squareRoot()
                 for i in 0..<e.count { p[i] = (rng.uniform() * 2 - 1) * bound }
             }
@@ -68,11 +66,10 @@ public final class TransformerNetModel: @unchecked Sendable {
     public func makeFusedQKV() -> FusedQKV {
         let C = config.width, L = config.layers
         let w = FloatBuffer(count: L * 3 * C * C), b = FloatBuffer(count: L * 3 * C)
-        for l in 0..<L {
-            for (j, name) in ["query", "key", "value"].enumerated() {
-                let p = "input_transformers.layer.\(l).attention.self.\(name)."
-                (w.ptr + (l * 3 + j) * C * C).update(from: ptr(params, p + "weight"), count: C * C)
-                (b.ptr + (l * 3 + j) * C).update(from: ptr(params, p + "bias"), count: C)
+        for (l, layer) in weights.layers.enumerated() {
+            for (j, lin) in [layer.query, layer.key, layer.value].enumerated() {
+                (w.ptr + (l * 3 + j) * C * C).update(from: ptr(params, lin.weight), count: C * C)
+                (b.ptr + (l * 3 + j) * C).update(from: ptr(params, lin.bias), count: C)
             }
         }
         return FusedQKV(weight: w, bias: b)
@@ -89,23 +86,23 @@ public final class TransformerNetModel: @unchecked Sendable {
     func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?,
                  fused: FusedQKV? = nil) -> CP {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let W = params
+        let W = params, M = weights
         // time_embed: Linear(Dt→4Dt) → SiLU → Linear(4Dt→C)
         Kernels.timestepEmbedding(acts.te.ptr, tModel, dim: Dt)
-        Kernels.linear(acts.h1.ptr, acts.te.ptr, ptr(W, "time_embed.0.weight"), ptr(W, "time_embed.0.bias"), n: B, i: Dt, o: 4 * Dt)
+        Kernels.linear(acts.h1.ptr, acts.te.ptr, ptr(W, M.timeEmbedIn.weight), ptr(W, M.timeEmbedIn.bias), n: B, i: Dt, o: 4 * Dt)
         Kernels.silu(acts.s1.ptr, acts.h1.ptr, B * 4 * Dt)
-        Kernels.linear(acts.embT.ptr, acts.s1.ptr, ptr(W, "time_embed.2.weight"), ptr(W, "time_embed.2.bias"), n: B, i: 4 * Dt, o: C)
+        Kernels.linear(acts.embT.ptr, acts.s1.ptr, ptr(W, M.timeEmbedOut.weight), ptr(W, M.timeEmbedOut.bias), n: B, i: 4 * Dt, o: C)
         // input_up_proj: Linear(D→C) → tanh → Linear(C→C)
         let pre = acts.pre.ptr
-        if c.hasProjections {
-            Kernels.linear(acts.u1.ptr, x, ptr(W, "input_up_proj.0.weight"), ptr(W, "input_up_proj.0.bias"), n: BT, i: D, o: C)
+        if let up = M.inputUp {
+            Kernels.linear(acts.u1.ptr, x, ptr(W, up.first.weight), ptr(W, up.first.bias), n: BT, i: D, o: C)
             Kernels.tanh(acts.u1t.ptr, acts.u1.ptr, BT * C)
-            Kernels.linear(pre, acts.u1t.ptr, ptr(W, "input_up_proj.2.weight"), ptr(W, "input_up_proj.2.bias"), n: BT, i: C, o: C)
+            Kernels.linear(pre, acts.u1t.ptr, ptr(W, up.second.weight), ptr(W, up.second.bias), n: BT, i: C, o: C)
         } else {
             pre.update(from: x, count: BT * C)
         }
         // + position_embeddings[0..<T] + emb_t (broadcast over T)
-        let pos = ptr(W, "position_embeddings.weight")
+        let pos = ptr(W, M.positionEmbeddings)
         for b in 0..<B {
             let et = acts.embT.ptr + b * C
             for s in 0..<T {
@@ -113,8 +110,8 @@ public final class TransformerNetModel: @unchecked Sendable {
                 for j in 0..<C { row[j] += pr[j] + et[j] }
             }
         }
-        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(W, "LayerNorm.weight"),
-                          ptr(W, "LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(W, M.embeddingNorm.weight),
+                          ptr(W, M.embeddingNorm.bias), n: BT, c: C, eps: c.layerNormEps)
         var h: CP = CP(acts.h0.ptr)
         if let rng = dropout, c.dropout > 0 {
             Self.dropoutForward(acts.h0d.ptr, mask: acts.mask0.ptr, h, BT * C, p: c.dropout, rng: rng)
@@ -126,10 +123,10 @@ public final class TransformerNetModel: @unchecked Sendable {
             h = CP(la.out.ptr)
         }
         // output_down_proj: Linear(C→C) → tanh → Linear(C→D)
-        if c.hasProjections {
-            Kernels.linear(acts.d1.ptr, h, ptr(W, "output_down_proj.0.weight"), ptr(W, "output_down_proj.0.bias"), n: BT, i: C, o: C)
+        if let down = M.outputDown {
+            Kernels.linear(acts.d1.ptr, h, ptr(W, down.first.weight), ptr(W, down.first.bias), n: BT, i: C, o: C)
             Kernels.tanh(acts.d1t.ptr, acts.d1.ptr, BT * C)
-            Kernels.linear(acts.out.ptr, acts.d1t.ptr, ptr(W, "output_down_proj.2.weight"), ptr(W, "output_down_proj.2.bias"), n: BT, i: C, o: D)
+            Kernels.linear(acts.out.ptr, acts.d1t.ptr, ptr(W, down.second.weight), ptr(W, down.second.bias), n: BT, i: C, o: D)
         } else {
             acts.out.ptr.update(from: h, count: BT * D)
         }
@@ -143,7 +140,7 @@ public final class TransformerNetModel: @unchecked Sendable {
                               dropout: UnsafeMutablePointer<SeededRandom>?, fused: FusedQKV?) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
         let NH = c.heads, HS = c.headSize
-        let W = params, p = "input_transformers.layer.\(l)."
+        let W = params, L = weights.layers[l]
         // BertSelfAttention
         // q, k, v: (B·T, C) each with row stride qs — separate buffers, or column blocks of one fused product.
         let q: P, k: P, v: P, qs: Int
@@ -152,9 +149,9 @@ public final class TransformerNetModel: @unchecked Sendable {
             Kernels.linear(qkv, input, fused.weight.ptr + l * 3 * C * C, fused.bias.ptr + l * 3 * C, n: BT, i: C, o: 3 * C)
             q = qkv; k = qkv + C; v = qkv + 2 * C; qs = 3 * C
         } else {
-            Kernels.linear(la.q.ptr, input, ptr(W, p + "attention.self.query.weight"), ptr(W, p + "attention.self.query.bias"), n: BT, i: C, o: C)
-            Kernels.linear(la.k.ptr, input, ptr(W, p + "attention.self.key.weight"), ptr(W, p + "attention.self.key.bias"), n: BT, i: C, o: C)
-            Kernels.linear(la.v.ptr, input, ptr(W, p + "attention.self.value.weight"), ptr(W, p + "attention.self.value.bias"), n: BT, i: C, o: C)
+            Kernels.linear(la.q.ptr, input, ptr(W, L.query.weight), ptr(W, L.query.bias), n: BT, i: C, o: C)
+            Kernels.linear(la.k.ptr, input, ptr(W, L.key.weight), ptr(W, L.key.bias), n: BT, i: C, o: C)
+            Kernels.linear(la.v.ptr, input, ptr(W, L.value.weight), ptr(W, L.value.bias), n: BT, i: C, o: C)
             q = la.q.ptr; k = la.k.ptr; v = la.v.ptr; qs = C
         }
         let scale = 1 / Float(HS).squareRoot()
@@ -187,28 +184,28 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         // BertSelfOutput
         let ao = acts.ao.ptr
-        Kernels.linear(ao, la.ctx.ptr, ptr(W, p + "attention.output.dense.weight"), ptr(W, p + "attention.output.dense.bias"), n: BT, i: C, o: C)
+        Kernels.linear(ao, la.ctx.ptr, ptr(W, L.attentionOutput.weight), ptr(W, L.attentionOutput.bias), n: BT, i: C, o: C)
         if let rng = dropout, c.dropout > 0 {
             la.rngAO = rng.pointee
             Self.dropoutForward(ao, mask: nil, ao, BT * C, p: c.dropout, rng: rng)
         }
         let r1 = la.r1.ptr
         Kernels.add(r1, ao, input, BT * C)
-        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(W, p + "attention.output.LayerNorm.weight"),
-                          ptr(W, p + "attention.output.LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(W, L.attentionNorm.weight),
+                          ptr(W, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
         // BertIntermediate + BertOutput
-        Kernels.linear(la.f1.ptr, la.a.ptr, ptr(W, p + "intermediate.dense.weight"), ptr(W, p + "intermediate.dense.bias"), n: BT, i: C, o: F)
+        Kernels.linear(la.f1.ptr, la.a.ptr, ptr(W, L.intermediate.weight), ptr(W, L.intermediate.bias), n: BT, i: C, o: F)
         Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)
         let f2 = acts.f2.ptr
-        Kernels.linear(f2, acts.g.ptr, ptr(W, p + "output.dense.weight"), ptr(W, p + "output.dense.bias"), n: BT, i: F, o: C)
+        Kernels.linear(f2, acts.g.ptr, ptr(W, L.output.weight), ptr(W, L.output.bias), n: BT, i: F, o: C)
         if let rng = dropout, c.dropout > 0 {
             la.rngF2 = rng.pointee
             Self.dropoutForward(f2, mask: nil, f2, BT * C, p: c.dropout, rng: rng)
         }
         let r2 = la.r2.ptr
         Kernels.add(r2, f2, la.a.ptr, BT * C)
-        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(W, p + "output.LayerNorm.weight"),
-                          ptr(W, p + "output.LayerNorm.bias"), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(W, L.outputNorm.weight),
+                          ptr(W, L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
     }
 
     /// out = inp·mask, mask ∈ {0, 1/(1−p)} drawn from `rng` (inverted dropout, as torch); the mask is
@@ -243,21 +240,20 @@ public final class TransformerNetModel: @unchecked Sendable {
     /// into `dx` (B, T, D).
     func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let W = params, G = grads, s = acts.scratch
+        let W = params, G = grads, s = acts.scratch, M = weights
         precondition(acts.keepsLayerCaches, "backward needs the per-layer caches")
         // output_down_proj
         let dh = s.dhA.ptr
         dh.update(repeating: 0, count: BT * C)
         let hLast = acts.lastInput
-        if c.hasProjections {
+        if let down = M.outputDown {
             let dd1 = s.dC1.ptr
             dd1.update(repeating: 0, count: BT * C)
-            Kernels.linearBackward(dinp: dd1, dw: ptr(G, "output_down_proj.2.weight"), db: ptr(G, "output_down_proj.2.bias"),
-                                   dout: dout, inp: acts.d1t.ptr, w: ptr(W, "output_down_proj.2.weight"), n: BT, i: C, o: D)
-            let t1 = acts.d1t.ptr
-            for i in 0..<(BT * C) { dd1[i] *= (1 - t1[i] * t1[i]) }
-            Kernels.linearBackward(dinp: dh, dw: ptr(G, "output_down_proj.0.weight"), db: ptr(G, "output_down_proj.0.bias"),
-                                   dout: dd1, inp: hLast, w: ptr(W, "output_down_proj.0.weight"), n: BT, i: C, o: C)
+            Kernels.linearBackward(dinp: dd1, dw: ptr(G, down.second.weight), db: ptr(G, down.second.bias),
+                                   dout: dout, inp: acts.d1t.ptr, w: ptr(W, down.second.weight), n: BT, i: C, o: D)
+            Kernels.tanhBackwardInPlace(dd1, acts.d1t.ptr, BT * C)
+            Kernels.linearBackward(dinp: dh, dw: ptr(G, down.first.weight), db: ptr(G, down.first.bias),
+                                   dout: dd1, inp: hLast, w: ptr(W, down.first.weight), n: BT, i: C, o: C)
         } else {
             dh.update(from: dout, count: BT * C)
         }
@@ -277,10 +273,10 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         let dpre = s.dC1.ptr
         dpre.update(repeating: 0, count: BT * C)
-        Kernels.layerNormBackward(dinp: dpre, dw: ptr(G, "LayerNorm.weight"), db: ptr(G, "LayerNorm.bias"), dout: dh0,
-                                  inp: acts.pre.ptr, w: ptr(W, "LayerNorm.weight"), mean: acts.m0.ptr, rstd: acts.s0.ptr, n: BT, c: C)
+        Kernels.layerNormBackward(dinp: dpre, dw: ptr(G, M.embeddingNorm.weight), db: ptr(G, M.embeddingNorm.bias), dout: dh0,
+                                  inp: acts.pre.ptr, w: ptr(W, M.embeddingNorm.weight), mean: acts.m0.ptr, rstd: acts.s0.ptr, n: BT, c: C)
         // position embeddings and emb_t
-        let dpos = ptr(G, "position_embeddings.weight")
+        let dpos = ptr(G, M.positionEmbeddings)
         let dembT = s.dEmbT.ptr
         dembT.update(repeating: 0, count: B * C)
         for b in 0..<B {
@@ -290,63 +286,62 @@ public final class TransformerNetModel: @unchecked Sendable {
             }
         }
         // input_up_proj
-        if c.hasProjections {
+        if let up = M.inputUp {
             let du1 = s.dC2.ptr
             du1.update(repeating: 0, count: BT * C)
-            Kernels.linearBackward(dinp: du1, dw: ptr(G, "input_up_proj.2.weight"), db: ptr(G, "input_up_proj.2.bias"),
-                                   dout: dpre, inp: acts.u1t.ptr, w: ptr(W, "input_up_proj.2.weight"), n: BT, i: C, o: C)
-            let t1 = acts.u1t.ptr
-            for i in 0..<(BT * C) { du1[i] *= (1 - t1[i] * t1[i]) }
-            Kernels.linearBackward(dinp: dx, dw: ptr(G, "input_up_proj.0.weight"), db: ptr(G, "input_up_proj.0.bias"),
-                                   dout: du1, inp: x, w: ptr(W, "input_up_proj.0.weight"), n: BT, i: D, o: C)
+            Kernels.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
+                                   dout: dpre, inp: acts.u1t.ptr, w: ptr(W, up.second.weight), n: BT, i: C, o: C)
+            Kernels.tanhBackwardInPlace(du1, acts.u1t.ptr, BT * C)
+            Kernels.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
+                                   dout: du1, inp: x, w: ptr(W, up.first.weight), n: BT, i: D, o: C)
         } else {
             for i in 0..<(BT * C) { dx[i] += dpre[i] }
         }
         // time_embed
         let ds1 = s.dT1.ptr
         ds1.update(repeating: 0, count: B * 4 * Dt)
-        Kernels.linearBackward(dinp: ds1, dw: ptr(G, "time_embed.2.weight"), db: ptr(G, "time_embed.2.bias"),
-                               dout: dembT, inp: acts.s1.ptr, w: ptr(W, "time_embed.2.weight"), n: B, i: 4 * Dt, o: C)
+        Kernels.linearBackward(dinp: ds1, dw: ptr(G, M.timeEmbedOut.weight), db: ptr(G, M.timeEmbedOut.bias),
+                               dout: dembT, inp: acts.s1.ptr, w: ptr(W, M.timeEmbedOut.weight), n: B, i: 4 * Dt, o: C)
         let dh1 = s.dT2.ptr
         dh1.update(repeating: 0, count: B * 4 * Dt)
         Kernels.siluBackward(dh1, ds1, acts.h1.ptr, B * 4 * Dt)
-        Kernels.linearBackward(dinp: nil, dw: ptr(G, "time_embed.0.weight"), db: ptr(G, "time_embed.0.bias"),
-                               dout: dh1, inp: acts.te.ptr, w: ptr(W, "time_embed.0.weight"), n: B, i: Dt, o: 4 * Dt)
+        Kernels.linearBackward(dinp: nil, dw: ptr(G, M.timeEmbedIn.weight), db: ptr(G, M.timeEmbedIn.bias),
+                               dout: dh1, inp: acts.te.ptr, w: ptr(W, M.timeEmbedIn.weight), n: B, i: Dt, o: 4 * Dt)
     }
 
     private func layerBackward(_ l: Int, dout: P, dinp: P, input: CP, la: LayerActivations, acts: Activations, grads G: FloatBuffer) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
         let NH = c.heads, HS = c.headSize, TT = T * T
-        let W = params, p = "input_transformers.layer.\(l).", s = acts.scratch
+        let W = params, L = weights.layers[l], s = acts.scratch
         let drop = acts.usedDropout && c.dropout > 0
         // BertOutput LayerNorm
         let dr2 = s.dC1.ptr
         dr2.update(repeating: 0, count: BT * C)
-        Kernels.layerNormBackward(dinp: dr2, dw: ptr(G, p + "output.LayerNorm.weight"), db: ptr(G, p + "output.LayerNorm.bias"),
-                                  dout: dout, inp: la.r2.ptr, w: ptr(W, p + "output.LayerNorm.weight"), mean: la.m2.ptr, rstd: la.s2.ptr, n: BT, c: C)
+        Kernels.layerNormBackward(dinp: dr2, dw: ptr(G, L.outputNorm.weight), db: ptr(G, L.outputNorm.bias),
+                                  dout: dout, inp: la.r2.ptr, w: ptr(W, L.outputNorm.weight), mean: la.m2.ptr, rstd: la.s2.ptr, n: BT, c: C)
         let da = s.dC2.ptr
         da.update(from: dr2, count: BT * C)
         if drop { Self.dropoutRegenerate(dr2, maskOut: nil, BT * C, p: c.dropout, rng: la.rngF2) }
         let dg = s.dF.ptr
         dg.update(repeating: 0, count: BT * F)
         Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)  // recompute the GELU output instead of keeping it per layer
-        Kernels.linearBackward(dinp: dg, dw: ptr(G, p + "output.dense.weight"), db: ptr(G, p + "output.dense.bias"),
-                               dout: dr2, inp: acts.g.ptr, w: ptr(W, p + "output.dense.weight"), n: BT, i: F, o: C)
+        Kernels.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias),
+                               dout: dr2, inp: acts.g.ptr, w: ptr(W, L.output.weight), n: BT, i: F, o: C)
         let df1 = dg
         Kernels.geluBackwardInPlace(df1, la.f1.ptr, BT * F)
-        Kernels.linearBackward(dinp: da, dw: ptr(G, p + "intermediate.dense.weight"), db: ptr(G, p + "intermediate.dense.bias"),
-                               dout: df1, inp: la.a.ptr, w: ptr(W, p + "intermediate.dense.weight"), n: BT, i: C, o: F)
+        Kernels.linearBackward(dinp: da, dw: ptr(G, L.intermediate.weight), db: ptr(G, L.intermediate.bias),
+                               dout: df1, inp: la.a.ptr, w: ptr(W, L.intermediate.weight), n: BT, i: C, o: F)
         // BertSelfOutput LayerNorm
         let dr1 = s.dC3.ptr
         dr1.update(repeating: 0, count: BT * C)
-        Kernels.layerNormBackward(dinp: dr1, dw: ptr(G, p + "attention.output.LayerNorm.weight"), db: ptr(G, p + "attention.output.LayerNorm.bias"),
-                                  dout: da, inp: la.r1.ptr, w: ptr(W, p + "attention.output.LayerNorm.weight"), mean: la.m1.ptr, rstd: la.s1.ptr, n: BT, c: C)
+        Kernels.layerNormBackward(dinp: dr1, dw: ptr(G, L.attentionNorm.weight), db: ptr(G, L.attentionNorm.bias),
+                                  dout: da, inp: la.r1.ptr, w: ptr(W, L.attentionNorm.weight), mean: la.m1.ptr, rstd: la.s1.ptr, n: BT, c: C)
         for i in 0..<(BT * C) { dinp[i] += dr1[i] }
         if drop { Self.dropoutRegenerate(dr1, maskOut: nil, BT * C, p: c.dropout, rng: la.rngAO) }
         let dctx = s.dC2.ptr
         dctx.update(repeating: 0, count: BT * C)
-        Kernels.linearBackward(dinp: dctx, dw: ptr(G, p + "attention.output.dense.weight"), db: ptr(G, p + "attention.output.dense.bias"),
-                               dout: dr1, inp: la.ctx.ptr, w: ptr(W, p + "attention.output.dense.weight"), n: BT, i: C, o: C)
+        Kernels.linearBackward(dinp: dctx, dw: ptr(G, L.attentionOutput.weight), db: ptr(G, L.attentionOutput.bias),
+                               dout: dr1, inp: la.ctx.ptr, w: ptr(W, L.attentionOutput.weight), n: BT, i: C, o: C)
         // attention core
         let dq = s.dQ.ptr, dk = s.dK.ptr, dv = s.dV.ptr
         dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
@@ -385,10 +380,9 @@ public final class TransformerNetModel: @unchecked Sendable {
                 BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: q + o, ldb: C, beta: 1, c: dk + o, ldc: C)
             }
         }
-        for (name, d) in [("query", dq), ("key", dk), ("value", dv)] {
-            let k = p + "attention.self." + name
-            Kernels.linearBackward(dinp: dinp, dw: ptr(G, k + ".weight"), db: ptr(G, k + ".bias"),
-                                   dout: d, inp: input, w: ptr(W, k + ".weight"), n: BT, i: C, o: C)
+        for (lin, d) in [(L.query, dq), (L.key, dk), (L.value, dv)] {
+            Kernels.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias),
+                                   dout: d, inp: input, w: ptr(W, lin.weight), n: BT, i: C, o: C)
         }
     }
 }

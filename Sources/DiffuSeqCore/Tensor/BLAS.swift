@@ -34,7 +34,6 @@ public enum BLAS {
         if dsq_blas_load(&buffer, Int32(buffer.count)) != 0 {
             throw EngineError.blasUnavailable(String(cString: buffer))
         }
-        if dsq_blas_latency_profile() != 0 && !Kernels.inline { Kernels.inline = true }
     }
 
     /// The loaded library's kernel, thread count and build string (loads it first).

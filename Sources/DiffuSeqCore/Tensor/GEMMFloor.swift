@@ -74,8 +74,7 @@ public enum GEMMFloor {
     /// beforehand as a sampler does) on its pool.
     public static func measure(_ products: [Product], repeats: Int = 5, packed: Bool = false) throws -> [Timing] {
         try BLAS.ensureLoaded()
-        if packed { PackedModel.configurePool() }
-        let cores = packed ? max(1, Int(dsq_pool_threads())) : max(1, Int(dsq_blas_get_threads()))
+        let cores = packed ? ComputeContext.bound.threads : max(1, Int(dsq_blas_get_threads()))
         var out: [Timing] = []
         for pr in products {
             let a = FloatBuffer(count: pr.m * pr.k), b = FloatBuffer(count: pr.n * pr.k), c = FloatBuffer(count: pr.m * pr.n)
@@ -87,7 +86,7 @@ public enum GEMMFloor {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 if packed {
                     // Attention heads (perCoreBatch) are under the pool's threading threshold: one thread each.
-                    dsq_linear_packed(c.ptr, pr.n, a.ptr, pr.k, pr.m, pr.k, bp.ptr, pr.n, nil, nil, 0, DSQ_ACT_NONE)
+                    dsq_linear_packed(c.ptr, pr.n, a.ptr, pr.k, pr.m, pr.k, bp.ptr, pr.n, nil, nil, 0, DSQ_ACT_NONE, Int32(cores), 0)
                 } else if pr.perCoreBatch {
                     // A core's share of the heads, single-threaded, as the engine runs them.
                     dsq_blas_enter_serial()

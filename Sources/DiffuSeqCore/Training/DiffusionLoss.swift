@@ -77,7 +77,7 @@ final class DiffusionLoss {
                  dropout: UnsafeMutablePointer<SeededRandom>?, computeNLL: Bool = true) -> LossTerms {
         let c = model.config, B = acts.B, T = acts.T, D = c.hiddenDim, V = c.vocabSize
         let n = B * T * D, TD = Float(T * D)
-        let E = model.ptr(model.params, "word_embedding.weight"), bias = model.ptr(model.params, "lm_head.bias")
+        let E = model.ptr(model.params, \.wordEmbedding), bias = model.ptr(model.params, \.lmHeadBias)
         let xMean = FloatBuffer(count: n), xStart = FloatBuffer(count: n), xt = FloatBuffer(count: n)
         for r in 0..<(B * T) { (xMean.ptr + r * D).update(from: E + ids[r] * D, count: D) }
         let std0 = Float(schedule.sqrtOneMinusAlphasCumprod[0])
@@ -220,7 +220,7 @@ final class DiffusionLoss {
             }
             for r in 0..<nr { dnll[(start + r) / T] += rowLoss[r] }
             if wantGrad, let g = grads {
-                let dE = model.ptr(g, "word_embedding.weight"), db = model.ptr(g, "lm_head.bias")
+                let dE = model.ptr(g, \.wordEmbedding), db = model.ptr(g, \.lmHeadBias)
                 let counts = spCount
                 if counts[0..<nr].contains(-1) {
                     // Dense: expand the sparse rows, then two GEMMs and a column-parallel bias sum.
@@ -296,7 +296,7 @@ final class DiffusionLoss {
                 }
                 for r in 0..<nr { nll[(start + r) / T] += rowNLL[r]; tok[(start + r) / T] += rowTok[r] }
                 if tokenGrad, let g = grads {
-                    let dE = model.ptr(g, "word_embedding.weight"), db = model.ptr(g, "lm_head.bias")
+                    let dE = model.ptr(g, \.wordEmbedding), db = model.ptr(g, \.lmHeadBias)
                     BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dout.ptr + start * D, ldc: D)
                     BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: out + start * D, ldb: D, beta: 1, c: dE, ldc: D)
                     parallelRows(V, minChunk: 2048) { lo, hi in
@@ -333,7 +333,7 @@ final class DiffusionLoss {
             }
         }
         // x_start = x_start_mean + const → scatter into the embedding rows
-        let dE = model.ptr(g, "word_embedding.weight")
+        let dE = model.ptr(g, \.wordEmbedding)
         for r in 0..<(B * T) {
             let row = dE + ids[r] * D, src = dxStart.ptr + r * D
             for j in 0..<D { row[j] += src[j] }

@@ -125,11 +125,15 @@ public final class Trainer {
     var permutation: [Int] = []
     var cursor = 0
     private var acts: Activations?
+    /// Threads and profile of the steps (bound to the training thread during a step).
+    public let context: ComputeContext
     let examples: [Seq2SeqExample]
 
     /// A trainer over `examples` for `model` (already initialised or loaded).
     /// `padID`: the tokenizer's PAD (the `target-no-pad` loss mask and the source prior's filler).
-    public init(model: TransformerNetModel, examples: [Seq2SeqExample], options: TrainingOptions, padID: Int = 0) throws {
+    public init(model: TransformerNetModel, examples: [Seq2SeqExample], options: TrainingOptions, padID: Int = 0,
+                context: ComputeContext = .process) throws {
+        self.context = context
         try options.validate()
         guard !examples.isEmpty else { throw EngineError.invalidInput("no training examples") }
         if let bad = examples.first(where: { $0.ids.count != model.config.seqLen }) {
@@ -179,6 +183,8 @@ public final class Trainer {
     /// One optimisation step; `draws` (tests) replaces the sampled t, weights and noise per microbatch.
     func trainStep(batch: [Seq2SeqExample], draws: [MicrobatchDraw]?, dropout: Bool = true) -> StepReport {
         let t0 = Date()
+        let binding = context.bindToThread()
+        defer { ComputeContext.restoreBinding(binding) }
         let c = model.config, T = c.seqLen, D = c.hiddenDim
         grads.zero()
         var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0, token: 0.0)
