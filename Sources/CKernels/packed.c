@@ -171,7 +171,7 @@ static struct {
     void *ctx;
     int workers;                  /* threads taking part in the current job */
     int started;                  /* helper threads created */
-    int wanted;                   /* dsq_pool_set_threads */
+    _Atomic int wanted;           /* dsq_pool_set_threads; set from any thread while jobs run */
     long spin_ns;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {0}, 0,
           0, 0, 1, 0, 1, 20000000L};
@@ -219,12 +219,13 @@ static void *pool_main(void *arg) {
     return NULL;
 }
 
-void dsq_pool_set_threads(int n) { pool.wanted = n < 1 ? 1 : n > MAXW ? MAXW : n; }
+void dsq_pool_set_threads(int n) { atomic_store_explicit(&pool.wanted, n < 1 ? 1 : n > MAXW ? MAXW : n, memory_order_relaxed); }
 
-int dsq_pool_threads(void) { return pool.wanted; }
+int dsq_pool_threads(void) { return atomic_load_explicit(&pool.wanted, memory_order_relaxed); }
 
 static void pool_run(job_fn fn, void *ctx, long work, int max_workers) {
-    int want = pool.wanted < max_workers ? pool.wanted : max_workers;
+    int wanted = dsq_pool_threads();  /* read once: another thread may change it meanwhile */
+    int want = wanted < max_workers ? wanted : max_workers;
     /* Under ~1M multiply-adds a second thread costs more than it saves. */
     if (want <= 1 || work < (1L << 20) || pthread_mutex_trylock(&pool.run) != 0) { fn(ctx, 0, 1); return; }
     while (pool.started < want - 1) {
