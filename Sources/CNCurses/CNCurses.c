@@ -127,6 +127,9 @@ int cn_wait_input(int timeout_ms, int wake_fd) {
     fds[1].fd = wake_fd; fds[1].events = POLLIN; fds[1].revents = 0;
     int r = poll(fds, wake_fd >= 0 ? 2 : 1, timeout_ms);
     if (r < 0) return errno == EINTR ? 1 : 0;
+    /* The terminal is gone (its window closed) but no SIGHUP came, e.g. a parent that ignores it:
+       without this the run loop would wake at once forever, spinning a core. Stop as on SIGHUP. */
+    if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) { cn_stop = SIGHUP; }
     return r > 0 ? 1 : 0;
 }
 
