@@ -1,6 +1,7 @@
 import CKernels
 import COpenBLAS
 import Foundation
+import Synchronization
 
 // Elementwise and row kernels, forward and backward, over raw pointers (llm.c style).
 // Backward functions accumulate (+=) into their gradient outputs.
@@ -50,8 +51,13 @@ public func setKernelThreads(_ n: Int) {
 public var kernelsInline: Bool { Kernels.inline }
 
 enum Kernels {
-    /// Threads used by the Swift kernels (BLAS has its own count).
-    nonisolated(unsafe) static var workerCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Threads used by the Swift kernels (BLAS has its own count). An atomic: `setKernelThreads` may run
+    /// while another thread's kernels read it (ThreadSanitizer reported the plain variable).
+    static var workerCount: Int {
+        get { workerCountStorage.load(ordering: .relaxed) }
+        set { workerCountStorage.store(newValue, ordering: .relaxed) }
+    }
+    private static let workerCountStorage = Atomic<Int>(max(1, ProcessInfo.processInfo.activeProcessorCount))
     /// With the BLAS latency profile (set when the library loads), OpenBLAS's workers spin between
     /// products: a kernel of ours on a second thread would fight them for the other core. Then every
     /// Swift kernel runs on the caller's thread and all parallelism is OpenBLAS's. Results do not
