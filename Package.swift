@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
@@ -37,3 +38,11 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// MARK: - Fuzzing (only with DIFFUSEQ_FUZZ=1 and -sanitize=fuzzer,address; see README "Tests and CI")
+if ProcessInfo.processInfo.environment["DIFFUSEQ_FUZZ"] == "1" {
+    package.products.append(.executable(name: "diffuseq-fuzz", targets: ["DiffuSeqFuzz"]))
+    package.targets.append(.executableTarget(name: "DiffuSeqFuzz", dependencies: ["DiffuSeqCore"], path: "Tests/Fuzz",
+                                             exclude: ["corpus", "run.sh", "make_seeds.py"],
+                                             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+}

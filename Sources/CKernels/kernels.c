@@ -3,7 +3,13 @@
 
 #pragma clang fp contract(off)
 
-#if defined(__x86_64__) && defined(__clang__)
+#if !defined(__has_feature)
+#define __has_feature(x) 0
+#endif
+/* Not under ThreadSanitizer: the ifunc resolvers that target_clones generates run while the dynamic
+   loader relocates, before the TSan runtime is up, and TSan instruments them (SIGSEGV in
+   __tsan_func_entry). The baseline variant gives the same bits (tested). */
+#if defined(__x86_64__) && defined(__clang__) && !__has_feature(thread_sanitizer)
 #define DSQ_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DSQ_CLONES

@@ -1,10 +1,16 @@
 #include "CNCurses.h"
+#if __has_include(<ncursesw/term.h>)
+#include <ncursesw/term.h>
+#else
+#include <term.h>
+#endif
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t cn_stop = 0;
@@ -21,10 +27,31 @@ void cn_getmaxyx(int *rows, int *cols) {
     *rows = r; *cols = c;
 }
 
+/* What the crash handler restores without calling curses (see cn_on_crash): the terminal modes from
+   before initscr and the terminfo strings that undo ours, prepared at setup. */
+static struct termios cn_saved_tty;
+static volatile sig_atomic_t cn_have_tty = 0;
+static char cn_crash_seq[256];
+static size_t cn_crash_len = 0;
+
+static void cn_crash_append(const char *cap) {
+    if (cap == NULL || cap == (char *)-1) { return; }
+    size_t n = strlen(cap);
+    if (cn_crash_len + n < sizeof cn_crash_seq) { memcpy(cn_crash_seq + cn_crash_len, cap, n); cn_crash_len += n; }
+}
+
 int cn_setup(int enable_mouse) {
     setlocale(LC_ALL, "");
     if (getenv("ESCDELAY") == NULL) { set_escdelay(25); }
+    cn_have_tty = tcgetattr(STDIN_FILENO, &cn_saved_tty) == 0;
     if (initscr() == NULL) { return -1; }
+    cn_crash_len = 0;
+    cn_crash_append(tigetstr("sgr0"));
+    cn_crash_append(tigetstr("cnorm"));
+    cn_crash_append(tigetstr("rmkx"));
+    if (enable_mouse) { cn_crash_append("\033[?1000l\033[?1002l\033[?1006l"); }
+    cn_crash_append(tigetstr("rmcup"));
+    cn_crash_append("\r\n");
     cn_active = 1;
     cbreak();
     noecho();
@@ -98,6 +125,9 @@ int cn_wait_input(int timeout_ms, int wake_fd) {
     fds[1].fd = wake_fd; fds[1].events = POLLIN; fds[1].revents = 0;
     int r = poll(fds, wake_fd >= 0 ? 2 : 1, timeout_ms);
     if (r < 0) return errno == EINTR ? 1 : 0;
+    /* The terminal is gone (its window closed) but no SIGHUP came, e.g. a parent that ignores it:
+       without this the run loop would wake at once forever, spinning a core. Stop as on SIGHUP. */
+    if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) { cn_stop = SIGHUP; }
     return r > 0 ? 1 : 0;
 }
 
@@ -111,8 +141,15 @@ void cn_refresh(void) { refresh(); }
 
 static void cn_on_stop(int sig) { cn_stop = sig; }
 
+/* A crash (SIGSEGV, SIGABRT, …) may arrive inside curses or malloc, so only async-signal-safe calls
+   are allowed here: endwin() is not (it allocates and writes through stdio). The terminal is restored
+   by write(2) of the prepared terminfo strings and tcsetattr(3) of the saved modes, both safe. */
 static void cn_on_crash(int sig) {
-    cn_teardown();
+    if (cn_active) {
+        cn_active = 0;
+        if (cn_crash_len > 0) { ssize_t r = write(STDOUT_FILENO, cn_crash_seq, cn_crash_len); (void)r; }
+        if (cn_have_tty) { tcsetattr(STDIN_FILENO, TCSAFLUSH, &cn_saved_tty); }
+    }
     signal(sig, SIG_DFL);
     raise(sig);
 }

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,11 @@ static int_fn p_get_threads;
 static setint_fn p_set_threads;
 static char load_error[512];
 static int max_threads = 0;      /* the thread count for large products */
-static int current_threads = 0;  /* what OpenBLAS is set to now */
-static volatile int serial_region = 0; /* inside dsq_blas_enter_serial/leave: never change the thread count */
+static _Atomic int current_threads = 0;  /* what OpenBLAS is set to now (any thread calls dsq_sgemm) */
+/* How many threads are inside dsq_blas_enter_serial/leave (parallelGEMMs): while any is, the thread
+   count never changes. A counter, not a flag: two threads in parallelGEMMs at once (the explorer's
+   sampler and a test, training and the UI) must not let the first one out clear it for the other. */
+static _Atomic int serial_depth = 0;
 static char chosen[32];
 static long parallel_min = 8L << 20; /* m·n·k below which a product runs on one thread */
 static int latency_profile = 0;      /* dsq_blas_prefer_latency() called before loading */
@@ -134,7 +138,7 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha, const f
     /* Small products (batch-1 sampling, attention heads) run faster on one thread: waking and
        joining OpenBLAS's workers costs more than the work (measured 3-4x on batch-1 sampling).
        The result does not depend on the thread count (OpenBLAS splits M/N, never K). */
-    if (p_set_threads && max_threads > 1 && !serial_region) {
+    if (p_set_threads && max_threads > 1 && atomic_load(&serial_depth) == 0) {
         int want = (long)m * n * k < parallel_min ? 1 : max_threads;
         if (want != current_threads) { p_set_threads(want); current_threads = want; }
     }
@@ -144,8 +148,10 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha, const f
 
 void dsq_blas_enter_serial(void) {
     if (!p_sgemm) dsq_blas_load(NULL, 0);
+    atomic_fetch_add(&serial_depth, 1);
     if (p_set_threads && current_threads != 1) { p_set_threads(1); current_threads = 1; }
-    serial_region = 1;
 }
 
-void dsq_blas_leave_serial(void) { serial_region = 0; }
+void dsq_blas_leave_serial(void) { atomic_fetch_sub(&serial_depth, 1); }
+
+int dsq_blas_serial_depth(void) { return atomic_load(&serial_depth); }

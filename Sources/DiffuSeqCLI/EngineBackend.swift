@@ -13,6 +13,8 @@ struct PrepareError: Error, CustomStringConvertible {
 /// explorer's background thread and is serialised by `runLock` (a cancelled run returns at its next step, so a new
 /// run waits at most one step); `neighbours`, `token`, `decode`, `bleu` and `diversity` only read immutable state
 /// (the sampler's embedding snapshot, the tokenizer) and may run concurrently with a sample.
+///
+/// Sendable (unchecked): see "Thread safety" above (immutable after init; sampling serialised by `runLock`).
 final class EngineBackend: ExplorerBackend, @unchecked Sendable {
     let generator: TextGenerator
     let modelName: String
@@ -60,12 +62,10 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         let lenX = SequenceBuilder.sourceLength(mask: g.mask)
         var ids = g.ids
         for i in lenX..<ids.count { ids[i] = padID }
-        let srcTokens = tokenizer.encode(src).count
-        let kept = max(0, lenX - 3)  // [start] src… [end] [sep]
-        if kept < srcTokens, kept == 0 {
+        if let fit = g.fit, fit.truncated, fit.kept == 0 {
             throw PrepareError(description: "the source does not fit in L = \(seqLen) positions")
         }
-        return PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference)
+        return PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference, warning: g.fit?.warning)
     }
 
     /// Sampler options of an explorer run: every step decoded, steps capped at T.

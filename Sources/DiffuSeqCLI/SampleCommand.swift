@@ -106,7 +106,9 @@ struct SampleCommand: ParsableCommand {
         }
         for t in text {
             guard !PythonText.strip(t).isEmpty else { throw CLIError("--text is empty") }
-            inputs.append(gen.prepare(source: t))
+            let prepared = gen.prepare(source: t)
+            if let w = prepared.fit?.warning { eprint("warning: --text: \(w)") }
+            inputs.append(prepared)
         }
         if let l = limit { inputs = Array(inputs.prefix(max(0, l))) }
         return inputs

@@ -213,6 +213,9 @@ struct TrainCommand: ParsableCommand {
             ckpt = path.appendingPathComponent(newest)
         }
         let outURL = output.map { URL(fileURLWithPath: $0) } ?? ckpt.deletingLastPathComponent()
+        // Temporaries of saves that a kill interrupted (a crash or kill -9 mid-checkpoint) are never complete.
+        let stale = AtomicFile.removeStaleTemporaries(in: ckpt.deletingLastPathComponent())
+        if !stale.isEmpty { eprint("removed \(stale.count) unfinished checkpoint temporar\(stale.count == 1 ? "y" : "ies") of an interrupted run: \(stale.joined(separator: ", "))") }
         var (config, opts, step) = try Trainer.peekState(ckpt)
         // Extending a run: --steps on resume lengthens the schedule (the linear decay is recomputed over the new
         // total, a warm restart of the learning rate); --save-interval may change too. Nothing else may.
@@ -222,8 +225,12 @@ struct TrainCommand: ParsableCommand {
             opts.steps = s
         }
         if let v = saveInterval { opts.saveInterval = v }
-        let argsData = try Data(contentsOf: ckpt.appendingPathComponent("training_args.json"))
-        var args = (try JSONSerialization.jsonObject(with: argsData) as? [String: Any]) ?? [:]
+        let argsURL = ckpt.appendingPathComponent("training_args.json")
+        let argsData: Data
+        do { argsData = try Data(contentsOf: argsURL) } catch {
+            throw CLIError("cannot read \(argsURL.path) (\(AtomicFile.reason(error))): it holds the run's data folder and vocabulary")
+        }
+        var args = try ModelCheckpoint.parseTrainingArgs(argsData, file: argsURL.path)
         let tokenizer = try ModelCheckpoint.loadTokenizer(folder: ckpt, args: args, vocabSize: config.vocabSize)
         let vocabLines = try String(contentsOf: ckpt.appendingPathComponent("vocab.txt"), encoding: .utf8)
             .split(separator: "\n", omittingEmptySubsequences: false).map(String.init).dropLast().map { $0 }
@@ -288,10 +295,7 @@ struct TrainCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         } catch {
             // Foundation's error text is an unreadable NSError dump; name the folder and the POSIX reason.
-            let ns = error as NSError
-            let posix = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? $0 : nil }
-            let reason = posix.map { String(cString: strerror(Int32($0.code))) } ?? ns.localizedDescription
-            throw CLIError("cannot create the output folder \(url.path): \(reason)")
+            throw CLIError("cannot create the output folder \(url.path): \(AtomicFile.reason(error, withPath: false))")
         }
     }
 
@@ -304,15 +308,23 @@ struct TrainCommand: ParsableCommand {
         // folder starts its log from the original run's log, so the new folder has the whole history.
         var kept = ""
         let source = FileManager.default.fileExists(atPath: logURL.path) ? logURL : (previousLog ?? logURL)
-        if let old = try? String(contentsOf: source, encoding: .utf8) {
+        if trainer.step > 0, FileManager.default.fileExists(atPath: source.path) {
+            // An existing log that cannot be read is never rewritten empty: that would lose the run's history.
+            let old: String
+            do { old = try String(contentsOf: source, encoding: .utf8) } catch {
+                throw CLIError("cannot read \(source.path) (\(AtomicFile.reason(error))); refusing to resume, because the log would be " +
+                               "rewritten without its history. Fix the file's permissions, or move it away to start a new log.")
+            }
             for line in old.split(separator: "\n") {
                 if let d = line.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
                    let s = (o["step"] as? NSNumber)?.intValue, s <= trainer.step { kept += line + "\n" }
             }
         }
-        try AtomicFile.write(kept.data(using: .utf8) ?? Data(), to: logURL)
+        do {
+            try AtomicFile.write(kept.data(using: .utf8) ?? Data(), to: logURL)
+        } catch { throw CLIError("cannot write \(logURL.path): \(AtomicFile.reason(error))") }
         guard let log = FileHandle(forWritingAtPath: logURL.path) else { throw CLIError("cannot write \(logURL.path)") }
-        log.seekToEndOfFile()
+        _ = try? log.seekToEnd()
         defer { try? log.close() }
         let startStep = trainer.step
         let endStep = min(opts.steps, stopAfter.map { startStep + max(0, $0) } ?? opts.steps)
@@ -343,7 +355,11 @@ struct TrainCommand: ParsableCommand {
             if !rep.nll.isNaN { lastNLL = rep.nll }
             let line = String(format: "{\"step\": %d, \"loss\": %.7g, \"mse\": %.7g, \"decoder_nll\": %.7g, \"tT\": %.7g, \"nll\": %@%@, \"lr\": %.7g, \"grad_norm\": %.7g, \"seconds\": %.4f, \"tokens\": %d}\n",
                               rep.step, rep.loss, rep.mse, rep.decoderNLL, rep.tT, nllText, tokenText, rep.lr, rep.gradNorm, rep.seconds, rep.tokens)
-            log.write(line.data(using: .utf8) ?? Data())
+            // FileHandle.write(_:) traps on an I/O error (a full disk); the throwing variant reports it.
+            do { try log.write(contentsOf: line.data(using: .utf8) ?? Data()) } catch {
+                eprint("\nerror: cannot append to \(logURL.path): \(AtomicFile.reason(error)). The last checkpoint (step \(lastSaved)) is intact in \(output.path).")
+                throw ExitCode(1)
+            }
             lossEMA = lossEMA.map { 0.9 * $0 + 0.1 * rep.loss } ?? rep.loss
             let tps = Double(rep.tokens) / max(rep.seconds, 1e-9)
             progress.update(trainer.step, extra: String(format: " loss %.4f (mse %.4f nll %.3f dec %.4f) %.0f tok/s", lossEMA ?? rep.loss, rep.mse, lastNLL, rep.decoderNLL, tps))

@@ -10,13 +10,16 @@ public struct PreparedInput: Sendable, Equatable {
     public var sourceLength: Int
     /// Decoded reference (dataset examples), if any.
     public var reference: String?
+    /// A warning to show (the source was truncated to fit), if any.
+    public var warning: String?
 
     /// Creates a prepared input.
-    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?) {
+    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?, warning: String? = nil) {
         self.ids = ids
         self.mask = mask
         self.sourceLength = sourceLength
         self.reference = reference
+        self.warning = warning
     }
 }
 

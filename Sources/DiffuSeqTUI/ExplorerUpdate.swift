@@ -50,6 +50,7 @@ extension ExplorerModel {
             reference = prepared.reference ?? ref
             input = prepared
             if !targetRange.contains(selected) { selected = targetRange.lowerBound }
+            defer { if let w = prepared.warning { notice = w } }
             return startRun()
         } catch {
             notice = "cannot prepare the source: \(error)"

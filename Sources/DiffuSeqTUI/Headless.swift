@@ -72,6 +72,9 @@ public func parseKeyScript(_ script: String) throws -> [ScriptStep] {
 }
 
 /// Collects frames from a synchronous `sample` call.
+///
+/// Sendable (unchecked): `sample` calls back on the calling thread (headless runs are synchronous), so only one
+/// thread ever touches `frames`.
 final class FrameCollector: @unchecked Sendable {
     var frames: [DiffusionFrame] = []
 }

@@ -54,9 +54,10 @@ enum TrainCLI {
         try CLI.run(["train", "--data-dir", data.path, "--output", out.path] + tiny(vocab: vocab) + extra, timeout: 120)
     }
 
-    /// Starts the binary, calls `until` every 5 ms while it runs; when it returns true, sends SIGTERM.
+    /// Starts the binary, calls `until` every 5 ms while it runs; when it returns true, sends `signal`.
     /// Returns the result and whether the signal was sent while the process was still running.
-    static func runAndTerminate(_ args: [String], timeout: Double = 120, until: () -> Bool) throws -> (CLI.Result, Bool) {
+    static func runAndTerminate(_ args: [String], timeout: Double = 120, signal: Int32 = SIGTERM,
+                                until: () -> Bool) throws -> (CLI.Result, Bool) {
         guard let binary = CLI.binary else { throw CLIUnavailable() }
         let p = Process()
         p.executableURL = binary
@@ -76,7 +77,7 @@ enum TrainCLI {
         while p.isRunning && Date() < deadline {
             if !signalled && until() {
                 signalled = p.isRunning
-                kill(p.processIdentifier, SIGTERM)
+                kill(p.processIdentifier, signal)
             }
             usleep(5_000)
         }

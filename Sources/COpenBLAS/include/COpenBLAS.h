@@ -33,7 +33,10 @@ void dsq_sgemm(int transA, int transB, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /// Between enter and leave, OpenBLAS runs single-threaded and `dsq_sgemm` may be called from several
 /// threads at once (each product on its caller's thread): for many small independent products such
-/// as attention heads. Call both from one thread, outside any parallel region.
+/// as attention heads. Pairs may overlap on several threads (a counter, not a flag): the region ends
+/// when the last one leaves.
 void dsq_blas_enter_serial(void);
 void dsq_blas_leave_serial(void);
+/// How many enter_serial calls have not left yet (tests).
+int dsq_blas_serial_depth(void);
 #endif

@@ -5,6 +5,8 @@ import Foundation
 /// Messages posted from the sampling thread, drained by the run loop (lock-protected). A push also
 /// makes `wakeFD` readable, so the run loop can sleep in poll(2) on the terminal and this queue at once
 /// instead of polling on a timer.
+///
+/// Sendable (unchecked): `items` and `signalled` are only touched under `lock`; the pipe fds are set in init.
 final class MessageQueue: @unchecked Sendable {
     private let lock = NSLock()
     private var items: [ExplorerMessage] = []
@@ -82,6 +84,8 @@ enum RedrawPolicy {
 }
 
 /// A cancellation flag shared with a sampling thread.
+///
+/// Sendable (unchecked): `value` is only read and written under `lock`.
 final class CancelFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
@@ -100,6 +104,8 @@ final class CancelFlag: @unchecked Sendable {
 }
 
 /// One background sampling run.
+///
+/// Sendable (unchecked): all stored properties are `let`s of thread-safe types (CancelFlag, DispatchSemaphore).
 final class SamplingWorker: @unchecked Sendable {
     let id: Int
     let cancel = CancelFlag()

@@ -60,6 +60,10 @@ public enum AtomicFile {
             throw CheckpointError(file: target.path,
                 "cannot create temporary file \(tmp.path): \(String(cString: strerror(errno)))")
         }
+        // Held until the file is renamed or removed: `removeStaleTemporaries` takes the lock to tell a
+        // live writer's temporary from one left by a writer that was killed (the kernel drops the lock
+        // when its process dies, even on SIGKILL).
+        _ = flock(fd, LOCK_EX | LOCK_NB)
         var closed = false
         var renamed = false
         defer {
@@ -85,6 +89,39 @@ public enum AtomicFile {
             _ = fsync(dfd)
             _ = close(dfd)
         }
+    }
+
+    /// Removes the temporary files and folders (`.<name>.tmp-…`) in `folder` whose writer is gone: an
+    /// `AtomicFile` temporary or a checkpoint folder being written holds an exclusive `flock` on itself
+    /// while it is written, and the kernel releases that lock when the writer exits or is killed. An
+    /// entry whose lock can be taken is therefore stale. Returns the names removed.
+    @discardableResult
+    public static func removeStaleTemporaries(in folder: URL) -> [String] {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: folder.path) else { return [] }
+        var removed: [String] = []
+        for name in names.sorted() where name.hasPrefix(".") && name.contains(".tmp-") {
+            let url = folder.appendingPathComponent(name)
+            let fd = open(url.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            guard fd >= 0 else { continue }
+            defer { _ = close(fd) }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }  // a live writer holds it
+            if (try? fm.removeItem(at: url)) != nil { removed.append(name) }
+        }
+        return removed
+    }
+
+    /// The readable part of an I/O error: our own errors as they are, Foundation's as the POSIX reason
+    /// and path (unless `withPath` is false) instead of an NSError dump.
+    package static func reason(_ error: Error, withPath: Bool = true) -> String {
+        if error is CheckpointError || error is EngineError { return "\(error)" }
+        let ns = error as NSError
+        let posix = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? $0 : nil }
+            ?? (ns.domain == NSPOSIXErrorDomain ? ns : nil)
+        let path = ns.userInfo[NSFilePathErrorKey] as? String
+        let what = posix.map { String(cString: strerror(Int32($0.code))) } ?? ns.localizedDescription
+        guard withPath, let path else { return what }
+        return "\(path): \(what)"
     }
 
     /// Atomically replaces the file at `url` with `data`.

@@ -10,6 +10,8 @@ public enum TiedEmbeddingSource: String, Sendable, CaseIterable {
 }
 
 /// A model ready to sample: weights, configuration, tokenizer and where they came from.
+///
+/// Sendable (unchecked): only `let`s; the model is read-only once loaded and the tokenizers are immutable values.
 public struct LoadedModel: @unchecked Sendable {
     /// The network.
     public let model: TransformerNetModel
@@ -55,15 +57,20 @@ public enum ModelCheckpoint {
     }
 
     /// Reads the model configuration from `training_args.json` (and `config_name`'s BERT config
-    /// when it is a file), or from the safetensors metadata key `config`.
+    /// when it is a file), or from the safetensors metadata key `config` when there is no
+    /// `training_args.json`. A `training_args.json` that exists but cannot be read or parsed is an
+    /// error (never a silent fallback to the metadata).
     public static func readConfig(folder: URL, archive: TensorArchive, file: URL) throws -> (ModelConfig, [String: Any]) {
         let argsURL = folder.appendingPathComponent("training_args.json")
-        var args: [String: Any] = [:]
-        if let data = try? Data(contentsOf: argsURL) {
-            guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw CheckpointError(file: argsURL.path, "is not a JSON object")
+        let fm = FileManager.default
+        let args: [String: Any]
+        if fm.fileExists(atPath: argsURL.path) || (try? fm.destinationOfSymbolicLink(atPath: argsURL.path)) != nil {
+            let data: Data
+            do { data = try Data(contentsOf: argsURL) } catch {
+                throw CheckpointError(file: argsURL.path,
+                    "exists but cannot be read (\(error.localizedDescription)); fix its permissions or remove it to use the configuration stored in the weights file")
             }
-            args = obj
+            args = try parseTrainingArgs(data, file: argsURL.path)
         } else if let meta = archive.metadata["config"], let d = meta.data(using: .utf8),
                   let obj = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
             args = obj
@@ -71,6 +78,25 @@ public enum ModelCheckpoint {
             throw CheckpointError(file: argsURL.path,
                 "missing: the official sampler reads the model's configuration from training_args.json beside the checkpoint")
         }
+        let lmHead = archive["lm_head.bias"].flatMap { $0.shape.count == 1 ? $0.shape[0] : nil }
+        return (try config(args: args, folder: folder, lmHeadVocab: lmHead, file: argsURL.path), args)
+    }
+
+    /// Parses the bytes of a `training_args.json`: a JSON object, or an error naming `file`.
+    package static func parseTrainingArgs(_ data: Data, file: String) throws -> [String: Any] {
+        let obj: Any
+        do { obj = try JSONSerialization.jsonObject(with: data) } catch {
+            throw CheckpointError(file: file, "is not valid JSON (expected an object of training arguments)")
+        }
+        guard let dict = obj as? [String: Any] else {
+            throw CheckpointError(file: file, "is not a JSON object (expected an object of training arguments)")
+        }
+        return dict
+    }
+
+    /// The model configuration described by training arguments (`file` names them in errors);
+    /// `lmHeadVocab` is the vocabulary size read from the weights, when known.
+    package static func config(args: [String: Any], folder: URL, lmHeadVocab: Int?, file: String) throws -> ModelConfig {
         func int(_ k: String) -> Int? { (args[k] as? NSNumber)?.intValue }
         func dbl(_ k: String) -> Double? { (args[k] as? NSNumber)?.doubleValue }
         var c = ModelConfig()
@@ -78,6 +104,12 @@ public enum ModelCheckpoint {
         var bert: [String: Any] = args
         if let name = args["config_name"] as? String, name != "bert-base-uncased" {
             let u = name.hasPrefix("/") ? URL(fileURLWithPath: name) : folder.appendingPathComponent(name)
+            // Only a regular file of sensible size: a hostile config_name such as /dev/zero or a FIFO
+            // would otherwise block or exhaust memory in Data(contentsOf:).
+            if let info = try? u.resourceValues(forKeys: [.isRegularFileKey, .fileSizeKey]),
+               info.isRegularFile != true || (info.fileSize ?? .max) > 1 << 20 {
+                throw CheckpointError(file: u.path, "config_name \"\(name)\": not a regular file of at most 1 MB (expected a BERT config JSON)")
+            }
             guard let d = try? Data(contentsOf: u), let obj = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else {
                 throw CheckpointError(file: u.path, "config_name \"\(name)\": cannot read this BERT config (JSON with hidden_size, num_hidden_layers, …)")
             }
@@ -99,16 +131,15 @@ public enum ModelCheckpoint {
         c.dropout = Float(dbl("dropout") ?? 0.1)
         c.rescaleTimesteps = (args["rescale_timesteps"] as? Bool) ?? true
         if let v = args["source_prior"], !(v is NSNull) {
-            guard let b = v as? Bool else { throw CheckpointError(file: argsURL.path, "source_prior must be true or false, not \(v)") }
+            guard let b = v as? Bool else { throw CheckpointError(file: file, "source_prior must be true or false, not \(v)") }
             c.sourcePrior = b
         }
         if let bad = ["learn_sigma", "use_kl", "sigma_small"].first(where: { (args[$0] as? Bool) == true }) {
-            throw CheckpointError(file: argsURL.path, "\(bad)=true is not supported (the official v1 code never uses it)")
+            throw CheckpointError(file: file, "\(bad)=true is not supported (the official v1 code never uses it)")
         }
-        if let lm = archive["lm_head.bias"], lm.shape.count == 1 { c.vocabSize = lm.shape[0] }
-        else if let v = int("vocab_size") { c.vocabSize = v }
-        do { try c.validate() } catch { throw CheckpointError(file: argsURL.path, "\(error)") }
-        return (c, args)
+        if let v = lmHeadVocab { c.vocabSize = v } else if let v = int("vocab_size") { c.vocabSize = v }
+        do { try c.validate() } catch { throw CheckpointError(file: file, "\(error)") }
+        return c
     }
 
     /// Loads a model for sampling from any supported path.

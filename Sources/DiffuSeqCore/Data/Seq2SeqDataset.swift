@@ -89,6 +89,12 @@ public enum Seq2SeqDataset {
         do { data = try Data(contentsOf: file) } catch {
             throw DataError(file: path, line: nil, problem: "cannot read file (\(error.localizedDescription))")
         }
+        return try readPairs(data: data, file: path, skipBadLines: skipBadLines)
+    }
+
+    /// Parses the bytes of a jsonl file into `(src, trg)` pairs (stripped); `file` names it in errors.
+    public static func readPairs(data: Data, file path: String, skipBadLines: Bool = false) throws
+        -> (pairs: [(src: String, trg: String, line: Int)], skipped: Int) {
         var pairs: [(src: String, trg: String, line: Int)] = []
         var skipped = 0
         let bytes = [UInt8](data)

@@ -50,10 +50,42 @@ public enum SequenceBuilder {
         mask.count - mask.reduce(0, +)
     }
 
+    /// How `source` (wordpieces, without special tokens) fared in a built sequence: how many were kept
+    /// and how many positions (mask 1) are left for the output.
+    public static func fit(sourceWordpieces: Int, mask: [Int]) -> SourceFit {
+        let lenX = sourceLength(mask: mask)
+        return SourceFit(wordpieces: sourceWordpieces, kept: min(sourceWordpieces, max(0, lenX - 3)),  // [start] src… [end] [sep]
+                         outputPositions: mask.count - lenX, seqLen: mask.count)
+    }
+
     /// Splits a built sequence as `sample_seq2seq.py` does: `sourceLength = seqLen − sum(mask)`,
     /// `source = ids[..<sourceLength]`, `target = ids[sourceLength...]`.
     public static func split(ids: [Int], mask: [Int]) -> (sourceLength: Int, source: [Int], target: [Int]) {
         let lenX = min(max(sourceLength(mask: mask), 0), ids.count)
         return (lenX, Array(ids[..<lenX]), Array(ids[lenX...]))
+    }
+}
+
+/// How a source sentence fits in `seqLen` positions. The official `merge_and_mask` silently drops the
+/// end of a long source (and then leaves almost nothing for the output); `warning` says so.
+public struct SourceFit: Sendable, Equatable {
+    /// Wordpieces of the source text.
+    public var wordpieces: Int
+    /// Wordpieces kept in the sequence.
+    public var kept: Int
+    /// Positions left for the output (mask 1, the target's start and end tokens included).
+    public var outputPositions: Int
+    /// The sequence length.
+    public var seqLen: Int
+
+    /// Whether the end of the source was cut off.
+    public var truncated: Bool { kept < wordpieces }
+
+    /// A one-line warning when the source was cut, e.g. "the source was truncated: 59 of 187
+    /// wordpieces kept (seq_len 64), 2 positions left for the output"; nil when it fits.
+    public var warning: String? {
+        guard truncated else { return nil }
+        return "the source was truncated: \(kept) of \(wordpieces) wordpieces kept (seq_len \(seqLen)), " +
+            "\(outputPositions) position\(outputPositions == 1 ? "" : "s") left for the output"
     }
 }

@@ -56,6 +56,9 @@ public struct SampleResult: Sendable {
 }
 
 /// A loaded model with its diffusion process: runs reverse diffusion and yields frames.
+///
+/// Sendable (unchecked): every stored property is a `let` set in init (snapshots of the weights); each run
+/// allocates its own activations and generator state.
 public final class DiffusionSampler: @unchecked Sendable {
     /// The network.
     public let model: TransformerNetModel

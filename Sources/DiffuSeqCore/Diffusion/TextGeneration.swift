@@ -6,9 +6,13 @@ public struct GenerationInput: Sendable {
     public var ids: [Int], mask: [Int]
     /// Where it came from (file:line, or "--text").
     public var origin: String
+    /// How the source fitted (set by `TextGenerator.prepare`; nil for dataset examples).
+    public var fit: SourceFit?
 
     /// Creates an input.
-    public init(ids: [Int], mask: [Int], origin: String) { self.ids = ids; self.mask = mask; self.origin = origin }
+    public init(ids: [Int], mask: [Int], origin: String, fit: SourceFit? = nil) {
+        self.ids = ids; self.mask = mask; self.origin = origin; self.fit = fit
+    }
 }
 
 /// One output line of the official sampler: `{"recover", "reference", "source"}`.
@@ -24,6 +28,8 @@ public struct GenerationOutput: Sendable, Equatable, Codable {
 }
 
 /// Text in, text out: tokenisation, batching, seeds and decoding around `DiffusionSampler`.
+///
+/// Sendable (unchecked): two `let`s, a sampler (see DiffusionSampler) and an immutable tokenizer.
 public final class TextGenerator: @unchecked Sendable {
     /// The sampler (model + process).
     public let sampler: DiffusionSampler
@@ -44,9 +50,11 @@ public final class TextGenerator: @unchecked Sendable {
     /// The official layout for a source (and optional target) sentence.
     public func prepare(source: String, target: String = "", origin: String = "--text") -> GenerationInput {
         let T = sampler.model.config.seqLen
-        let r = SequenceBuilder.build(source: tokenizer.encode(PythonText.strip(source)),
-                                      target: tokenizer.encode(PythonText.strip(target)), seqLen: T, tokenizer: tokenizer)
-        return GenerationInput(ids: r.ids, mask: r.mask, origin: origin)
+        let sourceIDs = tokenizer.encode(PythonText.strip(source))
+        let r = SequenceBuilder.build(source: sourceIDs, target: tokenizer.encode(PythonText.strip(target)), seqLen: T,
+                                      tokenizer: tokenizer)
+        return GenerationInput(ids: r.ids, mask: r.mask, origin: origin,
+                               fit: SequenceBuilder.fit(sourceWordpieces: sourceIDs.count, mask: r.mask))
     }
 
     /// The seed of example `index` under run seed `seed` (independent of batching).

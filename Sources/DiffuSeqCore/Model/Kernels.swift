@@ -1,6 +1,7 @@
 import CKernels
 import COpenBLAS
 import Foundation
+import Synchronization
 
 // Elementwise and row kernels, forward and backward, over raw pointers (llm.c style).
 // Backward functions accumulate (+=) into their gradient outputs.

@@ -44,6 +44,9 @@ public enum SamplingEngine: String, Sendable, CaseIterable {
 /// `dsq_pack` (query/key/value stacked per layer), the embedding table likewise for rounding, and copies
 /// of the small tensors (biases, LayerNorms, position embeddings). OpenBLAS packs a weight on every call, which at 64 rows is a third of
 /// the product's time; here a product is only the multiply-adds.
+///
+/// Sendable (unchecked): packed once in init and read-only afterwards; the C pool it runs on serialises
+/// jobs itself (`pool.run` mutex, a second caller computes inline).
 final class PackedModel: @unchecked Sendable {
     let config: ModelConfig
     /// Copies of the tensors that are not packed (biases, LayerNorms, position embeddings).

@@ -3,6 +3,9 @@ import Foundation
 
 /// Nearest-embedding rounding (official `denoised_fn_round`) and the `lm_head` read-out, as one
 /// GEMM per vocabulary chunk with a fused row-argmin/argmax — no (V × B·T) distance matrix.
+///
+/// Sendable (unchecked): the table, bias and norms are copied in init and never written again; every scan
+/// allocates its own scratch, so concurrent scans (the explorer's k-NN during a run) only share reads.
 final class EmbeddingIndex: @unchecked Sendable {
     let V: Int, D: Int
     /// (V, D) the tied embedding (a copy, so sampling is unaffected by later training).
@@ -39,6 +42,7 @@ final class EmbeddingIndex: @unchecked Sendable {
         let chunks = (V + chunk - 1) / chunk
         let workers = max(1, min(W, chunks))
         let tmp = FloatBuffer(count: workers * rows * chunk)
+        defer { withExtendedLifetime(tmp) {} }  // its raw pointer is used by the workers below
         if W == 1 {
             // Serial over chunks on this thread, each product threaded as OpenBLAS sees fit.
             for c in 0..<chunks { body(0, c * chunk, min(chunk, V - c * chunk), tmp.ptr) }
@@ -107,8 +111,12 @@ final class EmbeddingIndex: @unchecked Sendable {
         xnorm.withUnsafeBufferPointer { xnP in
             if let pm {
                 let scratch = FloatBuffer(count: W * rows * chunk)
-                dsq_scan_packed(a, n1, n2, D, pm.ptr, V, norms.ptr, xnP.baseAddress, bias.ptr, best.ptr, second.ptr,
-                                arg, scratch.ptr, chunk, Int32(W), cx.portableKernels ? 1 : 0)
+                // The raw pointers below outlive the last use of their owners as far as Swift can see:
+                // keep the owners alive until C has returned.
+                withExtendedLifetime((scratch, pm, best, second)) {
+                    dsq_scan_packed(a, n1, n2, D, pm.ptr, V, norms.ptr, xnP.baseAddress, bias.ptr, best.ptr, second.ptr,
+                                    arg, scratch.ptr, chunk, Int32(W), cx.portableKernels ? 1 : 0)
+                }
                 return
             }
             scanChunks(rows: rows, workers: W, chunk: chunk) { w, start, n, tmp in
@@ -152,8 +160,10 @@ final class EmbeddingIndex: @unchecked Sendable {
         let dots = FloatBuffer(count: V)
         // On the calling thread (no BLAS): the explorer asks from its UI thread while a run may be using
         // both cores through OpenBLAS.
-        v.withUnsafeBufferPointer { vp in
-            if let base = vp.baseAddress { dsq_matvec(dots.ptr, table.ptr, V, D, base) }
+        withExtendedLifetime(dots) {
+            v.withUnsafeBufferPointer { vp in
+                if let base = vp.baseAddress { dsq_matvec(dots.ptr, table.ptr, V, D, base) }
+            }
         }
         for id in 0..<V {
             let d = max(norms.ptr[id] + vn - 2 * dots.ptr[id], 0)

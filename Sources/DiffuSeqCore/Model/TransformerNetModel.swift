@@ -4,6 +4,9 @@ import Foundation
 /// DiffuSeq's `TransformerNetModel` (official `diffuseq/transformer_model.py`): time-embedding MLP,
 /// up-projection, position embeddings, LayerNorm, a post-LN BERT encoder with no attention mask,
 /// down-projection, and the tied `lm_head`. Forward and backward, on one flat parameter buffer.
+///
+/// Sendable (unchecked): `params` is written only by loading and training (one thread at a time, before the
+/// model is shared); samplers read it (they snapshot what they need) and keep activations of their own.
 public final class TransformerNetModel: @unchecked Sendable {
     /// Sizes.
     public let config: ModelConfig
@@ -388,6 +391,8 @@ public final class TransformerNetModel: @unchecked Sendable {
 }
 
 /// Stacked (3C, C) query/key/value weights and (3C) biases of every layer (`makeFusedQKV`).
+///
+/// Sendable (unchecked): filled once by `makeFusedQKV` and read-only afterwards.
 public final class FusedQKV: @unchecked Sendable {
     let weight: FloatBuffer, bias: FloatBuffer
     init(weight: FloatBuffer, bias: FloatBuffer) { self.weight = weight; self.bias = bias }

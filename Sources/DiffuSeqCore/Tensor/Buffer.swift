@@ -2,6 +2,9 @@
 ///
 /// A class rather than `[Float]` so that hot loops work on one stable pointer with no
 /// copy-on-write or exclusivity checks; the memory is freed with the object.
+///
+/// Sendable (unchecked): a fixed allocation; who writes which range when is the owner's contract (one
+/// writer per range at a time: kernels split rows, samplers own their buffers), checked by the TSan run.
 public final class FloatBuffer: @unchecked Sendable {
     /// The storage (`count` Floats, zero-initialised).
     public let ptr: UnsafeMutablePointer<Float>

@@ -43,10 +43,15 @@ public struct BertWordPieceTokenizer: TextTokenizer {
         do { data = try Data(contentsOf: vocabFile) } catch {
             throw TokenizerError(file: vocabFile.path, problems: ["cannot read file (\(error.localizedDescription))"])
         }
+        try self.init(vocabData: data, source: vocabFile.path)
+    }
+
+    /// Reads the bytes of a `vocab.txt` (`source` names the file in errors).
+    public init(vocabData data: Data, source: String) throws {
         guard let text = String(data: data, encoding: .utf8) else {
-            throw TokenizerError(file: vocabFile.path, problems: ["not valid UTF-8"])
+            throw TokenizerError(file: source, problems: ["not valid UTF-8"])
         }
-        try self.init(lines: splitLines(text), source: vocabFile.path)
+        try self.init(lines: splitLines(text), source: source)
     }
 
     /// Builds the tokenizer from vocabulary lines (id = index). A repeated token keeps its last id for

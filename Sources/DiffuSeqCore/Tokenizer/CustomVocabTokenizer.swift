@@ -35,10 +35,15 @@ public struct CustomVocabTokenizer: TextTokenizer {
         do { data = try Data(contentsOf: vocabFile) } catch {
             throw TokenizerError(file: vocabFile.path, problems: ["cannot read file (\(error.localizedDescription))"])
         }
+        try self.init(vocabData: data, source: vocabFile.path)
+    }
+
+    /// Reads the bytes of a vocabulary text file (`source` names the file in errors).
+    public init(vocabData data: Data, source: String) throws {
         guard let text = String(data: data, encoding: .utf8) else {
-            throw TokenizerError(file: vocabFile.path, problems: ["not valid UTF-8"])
+            throw TokenizerError(file: source, problems: ["not valid UTF-8"])
         }
-        try self.init(lines: splitLines(text), source: vocabFile.path)
+        try self.init(lines: splitLines(text), source: source)
     }
 
     /// Builds the vocabulary from the lines of a vocabulary file (`source` names it in errors).
@@ -80,14 +85,23 @@ public struct CustomVocabTokenizer: TextTokenizer {
 
     /// Reads the official `vocab.json` (word → id dict written next to a checkpoint).
     public init(vocabJSON url: URL) throws {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw TokenizerError(file: url.path, problems: ["cannot read file (\(error.localizedDescription))"])
+        }
+        try self.init(vocabJSONData: data, source: url.path)
+    }
+
+    /// Reads the bytes of an official `vocab.json` (`source` names the file in errors).
+    public init(vocabJSONData data: Data, source: String) throws {
         let obj: Any
         do {
-            obj = try JSONSerialization.jsonObject(with: Data(contentsOf: url))
+            obj = try JSONSerialization.jsonObject(with: data)
         } catch {
-            throw TokenizerError(file: url.path, problems: ["cannot read JSON (\(error.localizedDescription))"])
+            throw TokenizerError(file: source, problems: ["cannot read JSON (\(error.localizedDescription))"])
         }
         guard let dict = obj as? [String: Any] else {
-            throw TokenizerError(file: url.path, problems: ["not a JSON object"])
+            throw TokenizerError(file: source, problems: ["not a JSON object"])
         }
         var pairs: [String: Int] = [:]
         var problems: [String] = []
@@ -98,8 +112,8 @@ public struct CustomVocabTokenizer: TextTokenizer {
                 problems.append("value of \(k.debugDescription) is not an integer id")
             }
         }
-        if !problems.isEmpty { throw TokenizerError(file: url.path, problems: problems.sorted()) }
-        try self.init(dictionary: pairs, source: url.path)
+        if !problems.isEmpty { throw TokenizerError(file: source, problems: problems.sorted()) }
+        try self.init(dictionary: pairs, source: source)
     }
 
     /// Builds the vocabulary from a word → id dictionary: ids must be exactly 0..<count, with

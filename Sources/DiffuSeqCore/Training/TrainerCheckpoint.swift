@@ -18,17 +18,29 @@ extension Trainer {
     /// the EMA weights as an official state dict (`model.safetensors`), `training_args.json`,
     /// `bert_config.json`, the vocabulary, and the resumable state (`state.safetensors` + `state.json`).
     /// Older checkpoints beyond `keepCheckpoints` are removed only after the new one is in place.
+    ///
+    /// Crash consistency (`kill -9` at any moment): a `ckpt-*` name only ever appears by renaming a
+    /// complete folder; the temporary folder holds a `flock` while it is written, so the temporaries of
+    /// a killed writer are recognised and removed by the next save (and by `--resume`, see
+    /// `AtomicFile.removeStaleTemporaries`); an old checkpoint is first renamed to a temporary name and
+    /// then deleted, so a half-deleted folder is never visible as a checkpoint either.
     @discardableResult
     public func saveCheckpoint(to output: URL, vocabLines: [String], trainingArgs: [String: Any],
                                elapsedSeconds: Double) throws -> URL {
         let fm = FileManager.default
         try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        AtomicFile.removeStaleTemporaries(in: output)
         let name = String(format: "ckpt-%06d", step)
         let final = output.appendingPathComponent(name)
-        let tmp = output.appendingPathComponent(".\(name).tmp-\(ProcessInfo.processInfo.processIdentifier)")
+        let pid = ProcessInfo.processInfo.processIdentifier
+        let tmp = output.appendingPathComponent(".\(name).tmp-\(pid)")
         try? fm.removeItem(at: tmp)
+        var lock: Int32 = -1
+        defer { if lock >= 0 { _ = close(lock) } }
         do {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+            lock = open(tmp.path, O_RDONLY | O_CLOEXEC)
+            if lock >= 0 { _ = flock(lock, LOCK_EX | LOCK_NB) }
             let c = model.config
             // Sorted keys: JSONEncoder's key order varies between processes, which made identical training
             // runs write different model.safetensors bytes (the config is part of the metadata).
@@ -63,17 +75,37 @@ extension Trainer {
             let state = TrainerState(step: step, adamStep: adam.step, rng: rng, permutation: permutation, cursor: cursor,
                                      sampler: sampler, options: options, config: c, elapsedSeconds: elapsedSeconds)
             try AtomicFile.write(try encoder.encode(state), to: tmp.appendingPathComponent("state.json"))
-            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            if fm.fileExists(atPath: final.path) { try Self.removeCheckpointFolder(final) }
             try fm.moveItem(at: tmp, to: final)
+            Self.syncFolder(output)
         } catch {
             try? fm.removeItem(at: tmp)
-            throw EngineError.io("cannot write checkpoint \(final.path): \(error) (previous checkpoints are intact)")
+            throw EngineError.io("cannot write checkpoint \(final.path): \(AtomicFile.reason(error)) (previous checkpoints are intact)")
         }
         let all = ((try? fm.contentsOfDirectory(atPath: output.path)) ?? []).filter { $0.hasPrefix("ckpt-") }.sorted()
         if all.count > options.keepCheckpoints {
-            for old in all.prefix(all.count - options.keepCheckpoints) { try? fm.removeItem(at: output.appendingPathComponent(old)) }
+            for old in all.prefix(all.count - options.keepCheckpoints) {
+                try? Self.removeCheckpointFolder(output.appendingPathComponent(old))
+            }
         }
         return final
+    }
+
+    /// Deletes a checkpoint folder without ever leaving it half-deleted under its `ckpt-*` name: it is
+    /// renamed to a hidden temporary first (which `removeStaleTemporaries` finishes if we are killed).
+    static func removeCheckpointFolder(_ folder: URL) throws {
+        let fm = FileManager.default
+        let doomed = folder.deletingLastPathComponent()
+            .appendingPathComponent(".\(folder.lastPathComponent).tmp-delete-\(ProcessInfo.processInfo.processIdentifier)")
+        try? fm.removeItem(at: doomed)
+        try fm.moveItem(at: folder, to: doomed)
+        try? fm.removeItem(at: doomed)
+    }
+
+    /// fsyncs a folder so that a rename in it is durable (best effort).
+    static func syncFolder(_ folder: URL) {
+        let fd = open(folder.path, O_RDONLY | O_CLOEXEC)
+        if fd >= 0 { _ = fsync(fd); _ = close(fd) }
     }
 
     /// Restores weights, optimiser moments, EMA, RNG, data order and sampler history from a
