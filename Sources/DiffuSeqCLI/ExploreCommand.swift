@@ -214,57 +214,45 @@ struct LiveRunMeasurement {
     var uiBusyMs: Double
 }
 
-/// Opens the explorer without running, edits the source, presses Enter, and drains frames from the sampling
-/// thread like ExplorerRunLoop (which also wakes on keys; none are pressed here).
+/// Times a live run through the explorer's run loop: no input, every screen built as the terminal would
+/// get it; stops once the run has ended and its last screen is drawn.
+final class MeasureIO: ExplorerIO {
+    let clock = ContinuousClock()
+    let t0: ContinuousClock.Instant
+    var first: Double?, last: Double?
+    init(t0: ContinuousClock.Instant) { self.t0 = t0 }
+    func wait(timeoutMs: Int, wakeFD: Int32) {
+        var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, wakeFD >= 0 ? 1 : 0, Int32(max(0, timeoutMs)))
+    }
+    func readMessages(more: inout Bool) -> [ExplorerMessage] { more = false; return [] }
+    func present(_ screen: ScreenBuffer, driver: ExplorerDriver) {
+        let d = clock.now - t0
+        let now = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        let m = driver.model
+        if first == nil && !m.frames.isEmpty { first = now }
+        if last == nil && m.expectedCount > 0 && m.frames.count >= m.expectedCount { last = now }
+    }
+    func shouldStop(_ driver: ExplorerDriver) -> Bool { driver.model.runState != .sampling && !driver.dirty }
+    var timedTicks: Bool { true }
+}
+
+/// Opens the explorer without running, edits the source, presses Enter, and runs the explorer's run loop
+/// (`runExplorerLoop`, as the terminal does; no keys are pressed) until the run ends.
 func measureLiveRun(backend: any ExplorerBackend, source src: String, edit: String, steps n: Int, seeds liveSeeds: [UInt64]) -> LiveRunMeasurement {
-    var model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
+    let model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
                               width: 120, height: 40)
-    model.deferDerived = true
-    _ = update(&model, .key(.char("e")))
-    for ch in edit { _ = update(&model, .key(.char(ch))) }
-    _ = view(model)
-    let queue = MessageQueue()
-    var worker: SamplingWorker?
+    let driver = ExplorerDriver(model: model, executor: ThreadedExecutor(), deriveEveryMessage: false)
+    driver.send(.key(.char("e")))
+    for ch in edit { driver.send(.key(.char(ch))) }
+    _ = driver.render()
     let clock = ContinuousClock()
     let t0 = clock.now
-    for e in update(&model, .key(.enter)) {
-        if case .startRun(let r) = e { worker = SamplingWorker(request: r, backend: backend, queue: queue) }
-    }
-    _ = view(model)
-    func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
-    var first: Double?, last: Double?
-    var done = false
-    // Like the run loop: sleep until frames arrive (or 40 ms), apply them, and draw following
-    // RedrawPolicy — the first and the last frame at once, the others at most every 33 ms.
-    var lastDraw = clock.now - RedrawPolicy.interval
-    var dirty = false, urgent = false
-    var uiBusy = Duration.zero
-    while !done {
-        var timeout = 40
-        if dirty { timeout = min(timeout, max(0, Int(ms(lastDraw + RedrawPolicy.interval - clock.now)))) }
-        queue.wait(timeoutMs: timeout)
-        let busyStart = clock.now
-        for m in queue.drain() {
-            _ = update(&model, m)
-            dirty = true
-            if RedrawPolicy.isUrgent(m) { urgent = true }
-            switch m {
-            case .runFinished, .runCancelled, .runFailed: done = true
-            default: break
-            }
-        }
-        if dirty && (urgent || clock.now - lastDraw >= RedrawPolicy.interval) {
-            prepareForDraw(&model)
-            _ = view(model)
-            lastDraw = clock.now
-            dirty = false
-            urgent = false
-            let now = ms(clock.now - t0)
-            if first == nil && !model.frames.isEmpty { first = now }
-            if last == nil && model.expectedCount > 0 && model.frames.count >= model.expectedCount { last = now }
-        }
-        uiBusy += clock.now - busyStart
-    }
-    worker.map { _ = $0.finished.wait(timeout: .now() + 5) }
-    return LiveRunMeasurement(firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan, frames: model.frames.count, uiBusyMs: ms(uiBusy))
+    driver.send(.key(.enter))
+    let io = MeasureIO(t0: t0)
+    let stats = runExplorerLoop(driver, io: io)
+    driver.shutdown(waitSeconds: 5)
+    let busy = Double(stats.busy.components.seconds) * 1000 + Double(stats.busy.components.attoseconds) / 1e15
+    return LiveRunMeasurement(firstFrameMs: io.first ?? .nan, lastFrameMs: io.last ?? .nan,
+                              frames: driver.model.frames.count, uiBusyMs: busy)
 }

@@ -113,6 +113,8 @@ public enum ExplorerMessage: Sendable {
     case runCancelled(runID: Int)
     /// Run `runID` failed.
     case runFailed(runID: Int, message: String)
+    /// Derived view data computed by the interpreter (see `pendingDerivations`).
+    case derived(DerivedResult)
 }
 
 /// Cache key for nearest neighbours.
@@ -123,6 +125,12 @@ public struct NeighbourKey: Hashable, Sendable {
     public var position: Int
     /// Batch row.
     public var row: Int
+    /// Creates a key.
+    public init(step: Int, position: Int, row: Int) {
+        self.step = step
+        self.position = position
+        self.row = row
+    }
 }
 
 /// Diversity among the visible seeds at the last step.
@@ -137,7 +145,9 @@ public struct DiversityStats: Equatable, Sendable {
     public var mbrRow: Int
 }
 
-/// The explorer's whole state (Elm-style model). Derived caches are refreshed by `update`, so `view` stays pure.
+/// The explorer's whole state (Elm-style model). Derived caches (sentences, neighbours, BLEU, diversity) are
+/// filled by the interpreter through `pendingDerivations` → `ExplorerMessage.derived`, so `update` and `view`
+/// stay pure: neither calls the engine (only the backend's constant look-ups: token text, PAD id, sizes).
 public struct ExplorerModel {
     /// The engine.
     public let backend: any ExplorerBackend
@@ -179,10 +189,6 @@ public struct ExplorerModel {
     public var runState: RunState = .idle
     /// Frames received so far (x_t dropped after its norms are taken, to save memory).
     public var frames: [DiffusionFrame] = []
-    /// When true, `update` with a `.frame` does not fill the view's caches (sentence, neighbours, BLEU) for
-    /// the new step: a run loop that draws less often than frames arrive calls `prepareForDraw` before
-    /// `view` instead, so the work is done only for frames that are shown. False: every update fills them.
-    public var deferDerived = false
     /// Per frame, (B·T) ‖x_t‖ and ‖x̂₀‖.
     public var xtNorms: [[Float]] = []
     /// Per frame, (B·T) ‖x̂₀‖.
@@ -285,20 +291,10 @@ public struct ExplorerModel {
         return last
     }
 
-    /// The decoded target sentence of row `row` at frame `step` (from the cache when present).
+    /// The decoded target sentence of row `row` at frame `step` ("" until the interpreter has decoded it).
     public func sentence(step: Int, row: Int) -> String {
         if let s = sentenceCache[step], s.indices.contains(row) { return s[row] }
-        return computeSentence(step: step, row: row)
-    }
-
-    func computeSentence(step: Int, row: Int) -> String {
-        guard frames.indices.contains(step) else { return "" }
-        let f = frames[step]
-        let t = f.seqLen
-        guard row < f.batch, f.decoded.count >= (row + 1) * t else { return "" }
-        let lo = row * t + min(sourceLength, t)
-        let ids = f.decoded[lo..<(row + 1) * t].map { Int($0) }
-        return backend.decode(ids)
+        return ""
     }
 
     /// The rounded token id at `position` of `row` at the current step.

@@ -29,15 +29,10 @@ public func update(_ m: inout ExplorerModel, _ msg: ExplorerMessage) -> [Explore
             m.runState = .failed(message)
             m.playing = false
         }
+    case .derived(let d):
+        m.merge(d)
     }
-    if case .frame = msg, m.deferDerived { return effects }
-    m.refreshDerived()
     return effects
-}
-
-/// Fills the caches `view` needs for the current step (what `update` does unless `deferDerived`).
-public func prepareForDraw(_ m: inout ExplorerModel) {
-    m.refreshDerived()
 }
 
 extension ExplorerModel {
@@ -300,36 +295,6 @@ extension ExplorerModel {
         if let r = layout.seeds, y > r.y, y < r.maxY {
             let n = y - r.y
             if n >= 1 && n <= seeds.count { toggleSeed(n) }
-        }
-    }
-
-    /// Fills the lazy caches the view needs for the current step.
-    mutating func refreshDerived() {
-        guard frames.indices.contains(step) else { return }
-        let f = frames[step]
-        if sentenceCache[step] == nil {
-            sentenceCache[step] = (0..<f.batch).map { computeSentence(step: step, row: $0) }
-        }
-        let row = primaryRow
-        if targetRange.contains(selected), row < f.batch {
-            let key = NeighbourKey(step: step, position: selected, row: row)
-            if neighbourCache[key] == nil {
-                let v = ExplorerModel.vector(f.x0, frame: f, row: row, position: selected)
-                if !v.isEmpty { neighbourCache[key] = backend.neighbours(of: v, k: neighbourCount) }
-            }
-        }
-        if let reference, !reference.isEmpty {
-            let key = NeighbourKey(step: step, position: -1, row: row)
-            if bleuCache[key] == nil {
-                bleuCache[key] = backend.bleu(hypothesis: sentence(step: step, row: row), reference: reference)
-            }
-        }
-        let rows = visibleRows
-        if step == frames.count - 1, runState == .done, rows.count >= 2, diversity?.rows != rows {
-            let sentences = rows.map { sentence(step: step, row: $0) }
-            let d = backend.diversity(sentences)
-            let pick = rows.indices.contains(d.mbrIndex) ? rows[d.mbrIndex] : rows[0]
-            diversity = DiversityStats(rows: rows, selfBLEU: d.selfBLEU, div4: d.div4, mbrRow: pick)
         }
     }
 }

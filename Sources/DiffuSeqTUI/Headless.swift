@@ -71,65 +71,55 @@ public func parseKeyScript(_ script: String) throws -> [ScriptStep] {
     return steps
 }
 
-/// Collects frames from a synchronous `sample` call.
-final class FrameCollector: @unchecked Sendable {
-    var frames: [DiffusionFrame] = []
-}
-
-/// Drives the model synchronously: `.startRun` samples on the calling thread and applies every frame at once.
+/// The explorer driven synchronously (tests, `--render`, the redraw benchmark): the one interpreter
+/// (`ExplorerDriver`) with runs sampled to the end on the calling thread and derived data computed after
+/// every message.
 public struct HeadlessExplorer {
+    /// The interpreter.
+    public let driver: ExplorerDriver
     /// The model.
-    public var model: ExplorerModel
+    public var model: ExplorerModel { driver.model }
     /// Whether a `.quit` effect was seen.
-    public private(set) var quit = false
+    public var quit: Bool { driver.quit }
 
     /// Creates the driver and starts the first run.
     public init(backend: any ExplorerBackend, config: ExplorerConfig, size: (Int, Int)) {
-        model = ExplorerModel(backend: backend, config: config, width: size.0, height: size.1)
-        send(.start)
+        driver = ExplorerDriver(model: ExplorerModel(backend: backend, config: config, width: size.0, height: size.1),
+                                executor: SynchronousExecutor(), deriveEveryMessage: true)
+        driver.send(.start)
     }
 
     /// Applies a message and performs its effects synchronously.
-    public mutating func send(_ msg: ExplorerMessage) {
-        let effects = update(&model, msg)
-        for e in effects {
-            switch e {
-            case .cancelRun:
-                break
-            case .quit:
-                quit = true
-            case .startRun(let r):
-                let box = FrameCollector()
-                do {
-                    try model.backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
-                                             isCancelled: { false }, onFrame: { box.frames.append($0) })
-                    for f in box.frames { _ = update(&model, .frame(runID: r.id, f)) }
-                    _ = update(&model, .runFinished(runID: r.id))
-                } catch {
-                    for f in box.frames { _ = update(&model, .frame(runID: r.id, f)) }
-                    _ = update(&model, .runFailed(runID: r.id, message: "\(error)"))
-                }
-            }
-        }
+    public mutating func send(_ msg: ExplorerMessage) { driver.send(msg) }
+}
+
+/// Feeds a key script to the run loop, one message per turn, and keeps the last screen.
+final class ScriptIO: ExplorerIO {
+    private var messages: [ExplorerMessage]
+    private var next = 0
+    var last: ScreenBuffer?
+    init(_ steps: [ScriptStep]) { messages = steps.map { switch $0 { case .message(let m): return m } } }
+    func wait(timeoutMs: Int, wakeFD: Int32) {}
+    func readMessages(more: inout Bool) -> [ExplorerMessage] {
+        more = false
+        guard next < messages.count else { return [] }
+        next += 1
+        return [messages[next - 1]]
     }
+    func present(_ screen: ScreenBuffer, driver: ExplorerDriver) { last = screen }
+    func shouldStop(_ driver: ExplorerDriver) -> Bool { next >= messages.count && last != nil && !driver.dirty }
+    var timedTicks: Bool { false }
 }
 
 /// Runs the explorer headlessly: samples synchronously (frames applied immediately), feeds the key script
 /// (see `parseKeyScript` for its syntax; processing stops at `q`) and returns the final screen as text,
 /// one line per row, trailing spaces trimmed. This is what `diffuseq explore --render WxH --keys "…"` prints.
 public func renderHeadless(backend: any ExplorerBackend, config: ExplorerConfig, size: (Int, Int), keys: String) throws -> String {
-    var h = HeadlessExplorer(backend: backend, config: config, size: size)
     let steps = try parseKeyScript(keys)
-    var last = view(h.model)
-    for s in steps {
-        switch s {
-        case .message(let msg):
-            h.send(msg)
-        }
-        if h.quit { break }
-        last = view(h.model)
-    }
-    return last.text
+    let h = HeadlessExplorer(backend: backend, config: config, size: size)
+    let io = ScriptIO(steps)
+    runExplorerLoop(h.driver, io: io)
+    return (io.last ?? h.driver.render()).text
 }
 
 /// Timing of key → redraw (update + view + diff), in milliseconds.
@@ -160,7 +150,7 @@ public func benchmarkRedraw(backend: any ExplorerBackend, source: String, size: 
         let k = keys[i % keys.count]
         let start = clock.now
         h.send(.key(k))
-        let next = view(h.model)
+        let next = h.driver.render()
         runs += next.diff(from: prev).count
         prev = next
         let d = clock.now - start
