@@ -65,7 +65,8 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         if kept < srcTokens, kept == 0 {
             throw PrepareError(description: "the source does not fit in L = \(seqLen) positions")
         }
-        return PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference)
+        return PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference,
+                             droppedSourceTokens: max(0, srcTokens - kept))
     }
 
     /// Sampler options of an explorer run: every step decoded, steps capped at T.

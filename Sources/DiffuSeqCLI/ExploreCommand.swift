@@ -26,7 +26,8 @@ struct ExploreCommand: ParsableCommand {
         Without a terminal use --render WxH [--keys "…"]: the explorer runs headless (each run sampled to the end \
         at once), the keys are applied and the final screen is printed as text. Keys are comma-separated: key \
         names (space left right up down home end tab backtab enter esc backspace delete pgup pgdn comma), single \
-        characters (q [ ] ? e s m < > 1 + …), text:WORDS, tick[:N], click:X:Y, resize:WxH. \
+        characters (q [ ] ? e s m < > 1 + …), ctrl-a … ctrl-z, alt-b, alt-f, text:WORDS (typed), paste:WORDS (a \
+        bracketed paste), tick[:N], click:X:Y, resize:WxH. \
         Example: --render 80x24 --keys "home,],],down,down".
         """)
 

@@ -10,13 +10,16 @@ public struct PreparedInput: Sendable, Equatable {
     public var sourceLength: Int
     /// Decoded reference (dataset examples), if any.
     public var reference: String?
+    /// Source tokens that did not fit the model's sequence (the source was cut to fit; the explorer says so).
+    public var droppedSourceTokens: Int
 
     /// Creates a prepared input.
-    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?) {
+    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?, droppedSourceTokens: Int = 0) {
         self.ids = ids
         self.mask = mask
         self.sourceLength = sourceLength
         self.reference = reference
+        self.droppedSourceTokens = droppedSourceTokens
     }
 }
 

@@ -171,12 +171,23 @@ public struct ExplorerModel {
     public var neighbourCount: Int
     /// Keyboard focus.
     public var mode: ExplorerMode = .normal
+    /// The help page shown.
+    public var helpPage = 0
     /// The mode to return to when help closes.
     public var modeBeforeHelp: ExplorerMode = .normal
     /// Edit buffer (graphemes) and cursor while editing.
     public var editText: [Character] = []
     /// Cursor position in `editText`.
     public var editCursor: Int = 0
+    /// True while the field shows the old sentence untouched: the first printable key (or a paste)
+    /// replaces it; moving the cursor or editing first keeps it.
+    public var editPristine = false
+    /// The sentences run in this session, oldest first (↑/↓ in the edit field).
+    public var history: [String] = []
+    /// Position in `history` while browsing it (nil: the text being typed).
+    public var historyIndex: Int?
+    /// The text being typed, kept while browsing the history.
+    public var historyDraft: [Character] = []
     /// Current run id.
     public var runID: Int = 0
     /// Seeds, sampler and steps of the current run.

@@ -44,8 +44,13 @@ extension ExplorerModel {
             source = text
             reference = prepared.reference ?? ref
             input = prepared
+            if history.last != text { history.append(text) }
             if !targetRange.contains(selected) { selected = targetRange.lowerBound }
-            return startRun()
+            let effects = startRun()
+            if prepared.droppedSourceTokens > 0 {
+                notice = "source too long: its last \(prepared.droppedSourceTokens) tokens were cut to fit L = \(seqLen)"
+            }
+            return effects
         } catch {
             notice = "cannot prepare the source: \(error)"
             runState = .failed("\(error)")
@@ -143,6 +148,12 @@ extension ExplorerModel {
         notice = nil
         switch mode {
         case .help:
+            let pages = HelpLayout(width: width, height: height).pages.count
+            switch key {
+            case .pageDown, .down, .char(" "): helpPage = min(helpPage + 1, max(0, pages - 1)); return []
+            case .pageUp, .up: helpPage = max(0, helpPage - 1); return []
+            default: break
+            }
             mode = modeBeforeHelp
             if key == .char("q") || key == .ctrlC { return perform(.quit) }
             return []
@@ -195,6 +206,8 @@ extension ExplorerModel {
             playing = false
             editText = Array(source)
             editCursor = editText.count
+            editPristine = true
+            historyIndex = nil
         case .seedFocus:
             mode = mode == .seeds ? .normal : .seeds
         case .toggleSeed:
@@ -227,6 +240,7 @@ extension ExplorerModel {
         case .help:
             modeBeforeHelp = mode
             mode = .help
+            helpPage = 0
         case .quit:
             quitRequested = true
             playing = false
@@ -246,7 +260,12 @@ extension ExplorerModel {
         diversity = nil
     }
 
+    /// The longest source the edit field holds (characters); longer input is cut with a notice.
+    static let maxEditLength = 1000
+
     mutating func handleEditKey(_ key: Key) -> [ExplorerEffect] {
+        let pristine = editPristine
+        editPristine = false
         switch key {
         case .escape:
             mode = .normal
@@ -260,21 +279,82 @@ extension ExplorerModel {
             return effects
         case .left: editCursor = max(0, editCursor - 1)
         case .right: editCursor = min(editText.count, editCursor + 1)
-        case .home: editCursor = 0
-        case .end: editCursor = editText.count
+        case .home, .ctrl("a"): editCursor = 0
+        case .end, .ctrl("e"): editCursor = editText.count
         case .backspace:
             if editCursor > 0 { editText.remove(at: editCursor - 1); editCursor -= 1 }
-        case .delete:
+        case .delete, .ctrl("d"):
             if editCursor < editText.count { editText.remove(at: editCursor) }
+        case .ctrl("u"):
+            editText.removeSubrange(0..<editCursor)
+            editCursor = 0
+        case .ctrl("k"):
+            editText.removeSubrange(editCursor..<editText.count)
+        case .ctrl("w"):
+            let start = wordStart(before: editCursor)
+            editText.removeSubrange(start..<editCursor)
+            editCursor = start
+        case .alt("b"): editCursor = wordStart(before: editCursor)
+        case .alt("f"): editCursor = wordEnd(after: editCursor)
+        case .up, .down:
+            browseHistory(older: key == .up)
         case .char(let c):
-            if editText.count < 1000 {
-                editText.insert(c, at: min(editCursor, editText.count))
-                editCursor += 1
-            }
+            insert([c], replacing: pristine)
+        case .paste(let text):
+            // Newlines and tabs of a pasted sentence become spaces (the source is one line).
+            insert(text.map { $0.isNewline || $0 == "\t" ? " " : $0 }, replacing: pristine)
         default:
-            break
+            editPristine = pristine
         }
         return []
+    }
+
+    /// Inserts characters at the cursor (replacing the whole field first when asked), up to `maxEditLength`.
+    mutating func insert(_ chars: [Character], replacing: Bool) {
+        if replacing { editText = []; editCursor = 0 }
+        let room = ExplorerModel.maxEditLength - editText.count
+        let taken = chars.prefix(max(0, room))
+        if taken.count < chars.count {
+            notice = "the source is limited to \(ExplorerModel.maxEditLength) characters; \(chars.count - taken.count) were not inserted"
+        }
+        editText.insert(contentsOf: taken, at: min(editCursor, editText.count))
+        editCursor += taken.count
+    }
+
+    /// ↑ (older) / ↓ (newer) through the sentences run this session; below the newest is the draft.
+    mutating func browseHistory(older: Bool) {
+        guard !history.isEmpty else { notice = "no earlier sentences in this session"; return }
+        var i: Int
+        if let h = historyIndex { i = older ? h - 1 : h + 1 } else {
+            guard older else { return }
+            historyDraft = editText
+            i = history.count - 1
+        }
+        i = max(0, i)
+        if i >= history.count {
+            historyIndex = nil
+            editText = historyDraft
+        } else {
+            historyIndex = i
+            editText = Array(history[i])
+        }
+        editCursor = editText.count
+    }
+
+    /// Start of the word before `i` (shell Ctrl-W / Alt-B: skip spaces, then the word).
+    func wordStart(before i: Int) -> Int {
+        var j = min(i, editText.count)
+        while j > 0 && editText[j - 1].isWhitespace { j -= 1 }
+        while j > 0 && !editText[j - 1].isWhitespace { j -= 1 }
+        return j
+    }
+
+    /// End of the word after `i` (Alt-F: skip spaces, then the word).
+    func wordEnd(after i: Int) -> Int {
+        var j = max(0, i)
+        while j < editText.count && editText[j].isWhitespace { j += 1 }
+        while j < editText.count && !editText[j].isWhitespace { j += 1 }
+        return j
     }
 
     mutating func handleClick(x: Int, y: Int) {

@@ -438,7 +438,8 @@ public func drawStatus(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
     }
     let ctx: KeyContext = m.mode == .editing ? .editing : (m.mode == .seeds ? .seeds : .global)
     var hints = explorerKeyTable.filter { $0.context == ctx && !$0.hint.isEmpty }.map { ($0.keyLabel, $0.hint) }
-    if m.mode == .help { hints = [("any key", "close help")] }
+    if m.mode == .help { hints = [("↓↑", "page"), ("other keys", "close help")] }
+    if m.mode == .editing && m.editPristine { hints = [("type", "replaces"), ("←→", "keep it")] + hints }
     if ctx == .global {
         // The most useful pairs, shown compactly.
         hints = hints.map { h in
@@ -473,7 +474,7 @@ public func drawStatus(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
 /// The help text, generated from `explorerKeyTable`: (keys, text, isHeading) rows grouped by context.
 public func helpSections() -> [[(String, String, Bool)]] {
     var out: [[(String, String, Bool)]] = []
-    for ctx in [KeyContext.global, .seeds, .editing] {
+    for ctx in KeyContext.allCases {
         var sec: [(String, String, Bool)] = [(ctx.rawValue, "", true)]
         for b in explorerKeyTable where b.context == ctx { sec.append((b.keyLabel, b.help, false)) }
         out.append(sec)
@@ -483,48 +484,99 @@ public func helpSections() -> [[(String, String, Bool)]] {
     return out
 }
 
-/// Draws the help overlay box centred on the screen (two columns when one does not fit).
+/// One line of the help screen: a heading, or a key label with (a wrapped piece of) its text.
+public struct HelpLine: Equatable, Sendable {
+    /// Key label ("" on continuation lines and headings).
+    public var key: String
+    /// Text (the heading's title on headings).
+    public var text: String
+    /// Whether this is a section heading.
+    public var heading: Bool
+}
+
+/// Where the help screen goes and how its lines are paged (pure, from the terminal size: `update` uses it to
+/// page, `view` to draw).
+public struct HelpLayout: Equatable, Sendable {
+    /// The box (border included).
+    public var box: Rect
+    /// Width of the key label column.
+    public var keyWidth: Int
+    /// Columns per page and their width.
+    public var columns: Int, columnWidth: Int
+    /// Text rows per column.
+    public var rows: Int
+    /// Pages → columns → lines.
+    public var pages: [[[HelpLine]]]
+
+    /// Lays the help out in a `width`×`height` terminal: the box fills the screen between the title and
+    /// status rows, texts wrap at word boundaries in their column, and what does not fit goes on further pages.
+    public init(width: Int, height: Int) {
+        box = Rect(x: 0, y: 1, width: max(0, width), height: max(0, height - 2))
+        rows = max(1, box.height - 2)
+        let inner = max(1, box.width - 2)
+        columns = max(1, min(3, inner / 38))
+        columnWidth = inner / columns
+        keyWidth = min(12, max(6, columnWidth / 4))
+        let textWidth = max(1, columnWidth - keyWidth - 3)
+        var flat: [HelpLine] = []
+        for sec in helpSections() {
+            if !flat.isEmpty { flat.append(HelpLine(key: "", text: "", heading: false)) }
+            for (key, text, heading) in sec {
+                if heading { flat.append(HelpLine(key: "", text: key, heading: true)); continue }
+                for (i, piece) in wrap(text, width: textWidth).enumerated() {
+                    flat.append(HelpLine(key: i == 0 ? key : "", text: piece, heading: false))
+                }
+            }
+        }
+        // Flow into columns; a column never starts with a blank line nor ends with a heading.
+        var cols: [[HelpLine]] = [[]]
+        for line in flat {
+            if cols[cols.count - 1].count >= rows {
+                var carry: [HelpLine] = []
+                if let last = cols[cols.count - 1].last, last.heading { carry = [last]; cols[cols.count - 1].removeLast() }
+                cols.append(carry)
+            }
+            if cols[cols.count - 1].isEmpty && line.text.isEmpty && !line.heading { continue }
+            cols[cols.count - 1].append(line)
+        }
+        let per = columns
+        pages = stride(from: 0, to: cols.count, by: per).map { Array(cols[$0..<min(cols.count, $0 + per)]) }
+    }
+}
+
+/// Draws the help screen: a box over the panels with the current page of the key table.
 public func drawHelp(_ m: ExplorerModel, _ buf: inout ScreenBuffer) {
-    let sections = helpSections()
-    let total = sections.reduce(0) { $0 + $1.count } + sections.count - 1
-    let w = min(buf.width - 2, total + 2 > buf.height - 2 ? 96 : 64)
-    let rowsAvail = buf.height - 4
-    guard w > 10, rowsAvail > 1 else { return }
-    // Pack sections into columns.
-    let twoCols = total > rowsAvail && w >= 56
-    var columns: [[(String, String, Bool)]] = [[]]
-    for sec in sections {
-        if twoCols, columns.count == 1, !columns[0].isEmpty, columns[0].count + 1 + sec.count > rowsAvail { columns.append([]) }
-        if !columns[columns.count - 1].isEmpty { columns[columns.count - 1].append(("", "", false)) }
-        columns[columns.count - 1] += sec
+    let layout = HelpLayout(width: buf.width, height: buf.height)
+    let b = layout.box
+    guard b.width >= 12, b.height >= 4 else { return }
+    buf.fill(b)
+    buf.fill(Rect(x: b.x, y: b.y, width: b.width, height: 1), with: "─", style: Style(.border))
+    buf.fill(Rect(x: b.x, y: b.maxY - 1, width: b.width, height: 1), with: "─", style: Style(.border))
+    for y in b.y..<b.maxY {
+        buf.put("│", x: b.x, y: y, style: Style(.border))
+        buf.put("│", x: b.maxX - 1, y: y, style: Style(.border))
     }
-    let rows = min(rowsAvail, columns.map(\.count).max() ?? 0)
-    let h = rows + 2
-    let x0 = (buf.width - w) / 2, y0 = max(0, (buf.height - 1 - h) / 2)
-    buf.fill(Rect(x: x0, y: y0, width: w, height: h))
-    buf.fill(Rect(x: x0, y: y0, width: w, height: 1), with: "─", style: Style(.border))
-    buf.fill(Rect(x: x0, y: y0 + h - 1, width: w, height: 1), with: "─", style: Style(.border))
-    for y in y0..<(y0 + h) {
-        buf.put("│", x: x0, y: y, style: Style(.border))
-        buf.put("│", x: x0 + w - 1, y: y, style: Style(.border))
-    }
-    buf.put("┌", x: x0, y: y0, style: Style(.border)); buf.put("┐", x: x0 + w - 1, y: y0, style: Style(.border))
-    buf.put("└", x: x0, y: y0 + h - 1, style: Style(.border)); buf.put("┘", x: x0 + w - 1, y: y0 + h - 1, style: Style(.border))
-    buf.put(" Help ", x: x0 + 2, y: y0, style: Style(.title, bold: true))
-    buf.put(" any key closes ", x: x0 + w - 17, y: y0 + h - 1, style: Style(.dim))
-    let colW = (w - 2) / columns.count
-    let keyW = min(13, colW / 3)
-    for (ci, col) in columns.enumerated() {
-        let cx = x0 + 1 + ci * colW
-        let maxX = ci == columns.count - 1 ? x0 + w - 1 : cx + colW - 1
-        for (i, l) in col.prefix(rows).enumerated() {
-            let y = y0 + 1 + i
-            if i == rows - 1 && col.count > rows { buf.put(" …", x: cx, y: y, style: Style(.dim)); break }
-            if l.2 {
-                buf.put(" " + l.0, x: cx, y: y, style: Style(.title, bold: true), maxX: maxX)
+    buf.put("┌", x: b.x, y: b.y, style: Style(.border)); buf.put("┐", x: b.maxX - 1, y: b.y, style: Style(.border))
+    buf.put("└", x: b.x, y: b.maxY - 1, style: Style(.border)); buf.put("┘", x: b.maxX - 1, y: b.maxY - 1, style: Style(.border))
+    let page = min(max(0, m.helpPage), max(0, layout.pages.count - 1))
+    buf.put(" Help ", x: b.x + 2, y: b.y, style: Style(.title, bold: true))
+    let footer = layout.pages.count > 1
+        ? (b.width >= 60 ? " page \(page + 1)/\(layout.pages.count) · ↓ PgDn space: more · ↑ PgUp: back · other keys close "
+                         : " \(page + 1)/\(layout.pages.count) ↓↑ page · other: close ")
+        : " any key closes "
+    let fw = TextWidth.width(of: footer)
+    buf.put(footer, x: max(b.x + 1, b.maxX - 1 - fw), y: b.maxY - 1, style: Style(.dim), maxX: b.maxX - 1)
+    guard layout.pages.indices.contains(page) else { return }
+    for (ci, col) in layout.pages[page].enumerated() {
+        let cx = b.x + 1 + ci * layout.columnWidth
+        let maxX = min(b.maxX - 1, cx + layout.columnWidth)
+        for (i, l) in col.enumerated() {
+            let y = b.y + 1 + i
+            if l.heading {
+                buf.put(" " + l.text, x: cx, y: y, style: Style(.title, bold: true), maxX: maxX)
             } else {
-                buf.put(" " + l.0, x: cx, y: y, style: Style(.key, bold: true), maxX: cx + keyW)
-                buf.put(l.1, x: cx + keyW + 1, y: y, style: Style(.normal), maxX: maxX)
+                buf.put(" " + l.key, x: cx, y: y, style: Style(.key, bold: true), maxX: cx + layout.keyWidth + 1)
+                buf.put(l.text, x: cx + layout.keyWidth + 2, y: y, style: Style(.normal), maxX: maxX)
             }
         }
     }

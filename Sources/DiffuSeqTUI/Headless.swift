@@ -17,6 +17,7 @@ public struct KeyScriptError: Error, CustomStringConvertible, Equatable {
 ///   `backspace`, `delete`, `pgup`, `pgdn`, `ctrl-c`, `comma` (a literal `,`);
 /// - a single character, typed as is: `q`, `[`, `]`, `?`, `1`, `+`, `<`…;
 /// - `text:SOME WORDS` — types the characters (a `\,` inside is a comma, `\\` a backslash);
+/// - `paste:SOME WORDS` — a bracketed paste of the text; `ctrl-a` … `ctrl-z`, `alt-b`, `alt-f` (any `alt-X`);
 /// - `tick` or `tick:N` — N play ticks; `click:X:Y` — a mouse click at column X, row Y (0-based);
 /// - `resize:WxH` — the terminal is resized.
 /// Example: `"space,tick:20,space,right,right,[,tab,e,text:Thou shalt,enter,s,2,q"`.
@@ -38,6 +39,18 @@ public func parseKeyScript(_ script: String) throws -> [ScriptStep] {
         let lower = raw.lowercased()
         if lower.hasPrefix("text:") {
             for ch in raw.dropFirst(5) { steps.append(.message(.key(.char(ch)))) }
+            continue
+        }
+        if lower.hasPrefix("paste:") {
+            steps.append(.message(.key(.paste(String(raw.dropFirst(6))))))
+            continue
+        }
+        if lower != "ctrl-c", lower.count == 6, lower.hasPrefix("ctrl-"), let c = lower.last, c.isLetter {
+            steps.append(.message(.key(.ctrl(c))))
+            continue
+        }
+        if lower.count == 5, lower.hasPrefix("alt-"), let c = raw.last {
+            steps.append(.message(.key(.alt(c))))
             continue
         }
         if lower.hasPrefix("tick") {

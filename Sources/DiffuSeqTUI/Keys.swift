@@ -20,6 +20,12 @@ public enum Key: Hashable, Sendable {
     case pageUp, pageDown
     /// Ctrl-C when the terminal delivers it as a key.
     case ctrlC
+    /// Ctrl plus a letter (lower case): `.ctrl("a")` is Ctrl-A.
+    case ctrl(Character)
+    /// Alt (Meta) plus a character, sent by terminals as ESC then the character.
+    case alt(Character)
+    /// A bracketed paste: the whole pasted text at once.
+    case paste(String)
 
     /// How the key is written in help text and key scripts.
     public var label: String {
@@ -41,6 +47,9 @@ public enum Key: Hashable, Sendable {
         case .pageUp: return "PgUp"
         case .pageDown: return "PgDn"
         case .ctrlC: return "^C"
+        case .ctrl(let c): return "^" + String(c).uppercased()
+        case .alt(let c): return "M-" + String(c)
+        case .paste: return "paste"
         }
     }
 }
@@ -76,7 +85,7 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
 }
 
 /// Where a binding applies.
-public enum KeyContext: String, Sendable {
+public enum KeyContext: String, CaseIterable, Sendable {
     /// Anywhere outside editing and help.
     case global = "Explore"
     /// While the seed panel has focus (`s`).
@@ -114,7 +123,7 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.down, .tab], keyLabel: "↓ Tab", action: .selectNext, context: .global, help: "next position (or click a token)", hint: "pos"),
     KeyBinding(keys: [.char("e")], keyLabel: "e", action: .edit, context: .global, help: "edit the source, Enter re-runs", hint: "edit"),
     KeyBinding(keys: [.char("s")], keyLabel: "s", action: .seedFocus, context: .global, help: "seed panel focus", hint: "seeds"),
-    KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler ddpm→ddim→dpm-solver++→ddim-official", hint: "sampler"),
+    KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler: ddpm → ddim → dpm-solver++ → ddim-official", hint: "sampler"),
     KeyBinding(keys: [.char("<"), .char(",")], keyLabel: "<", action: .fewerSteps, context: .global, help: "fewer sampling steps", hint: ""),
     KeyBinding(keys: [.char(">"), .char(".")], keyLabel: ">", action: .moreSteps, context: .global, help: "more sampling steps", hint: "steps"),
     KeyBinding(keys: [.char("?"), .char("h")], keyLabel: "?", action: .help, context: .global, help: "this help", hint: "help"),
@@ -126,8 +135,17 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.char("s"), .escape], keyLabel: "s Esc", action: .seedFocus, context: .seeds, help: "leave the seed panel", hint: "back"),
     KeyBinding(keys: [.enter], keyLabel: "Enter", action: nil, context: .editing, help: "run the edited source (live paraphrase)", hint: "run"),
     KeyBinding(keys: [.escape], keyLabel: "Esc", action: nil, context: .editing, help: "cancel the edit", hint: "cancel"),
-    KeyBinding(keys: [.left, .right, .home, .end], keyLabel: "← → Home End", action: nil, context: .editing, help: "move the cursor", hint: ""),
+    KeyBinding(keys: [.left, .right, .home, .end, .ctrl("a"), .ctrl("e")], keyLabel: "←→ ^A ^E", action: nil, context: .editing,
+               help: "move the cursor (Home, End too)", hint: ""),
+    KeyBinding(keys: [.alt("b"), .alt("f")], keyLabel: "M-b M-f", action: nil, context: .editing,
+               help: "one word back / forward", hint: ""),
+    KeyBinding(keys: [.ctrl("u"), .ctrl("k"), .ctrl("w")], keyLabel: "^U ^K ^W", action: nil, context: .editing,
+               help: "delete to the start / to the end / the word before", hint: "clear"),
     KeyBinding(keys: [.backspace, .delete], keyLabel: "Bksp Del", action: nil, context: .editing, help: "delete a character", hint: ""),
+    KeyBinding(keys: [.up, .down], keyLabel: "↑ ↓", action: nil, context: .editing,
+               help: "sentences run in this session", hint: "history"),
+    KeyBinding(keys: [], keyLabel: "type", action: nil, context: .editing,
+               help: "the first key replaces the old sentence unless the cursor moved; paste works", hint: ""),
 ]
 
 /// The action bound to `key` in `context`, if any (seed-panel bindings fall back to global ones).
