@@ -95,6 +95,14 @@ public func pendingDerivations(_ m: ExplorerModel) -> DerivedRequest? {
             if !v.isEmpty { req.neighbours.append(NeighbourJob(key: key, vector: v)) }
         }
     }
+    if m.mode == .map, m.frames.indices.contains(m.mapStep), m.targetRange.contains(m.mapPosition) {
+        let mf = m.frames[m.mapStep]
+        let key = NeighbourKey(step: m.mapStep, position: m.mapPosition, row: row)
+        if row < mf.batch, m.neighbourCache[key] == nil, !req.neighbours.contains(where: { $0.key == key }) {
+            let v = ExplorerModel.vector(mf.x0, frame: mf, row: row, position: m.mapPosition)
+            if !v.isEmpty { req.neighbours.append(NeighbourJob(key: key, vector: v)) }
+        }
+    }
     if let reference = m.reference, !reference.isEmpty {
         let key = NeighbourKey(step: m.step, position: -1, row: row)
         if m.bleuCache[key] == nil {

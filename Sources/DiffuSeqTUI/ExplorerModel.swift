@@ -54,6 +54,8 @@ public enum ExplorerMode: Equatable, Sendable {
     case editing
     /// The help overlay is open.
     case help
+    /// The trajectory map fills the screen (`t`).
+    case map
 }
 
 /// One seed of the seed panel.
@@ -171,6 +173,8 @@ public struct ExplorerModel {
     public var neighbourCount: Int
     /// Keyboard focus.
     public var mode: ExplorerMode = .normal
+    /// The map cursor: frame index and sequence position.
+    public var mapStep = 0, mapPosition = 0
     /// The help page shown.
     public var helpPage = 0
     /// The mode to return to when help closes.

@@ -159,6 +159,10 @@ extension ExplorerModel {
             return []
         case .editing:
             return handleEditKey(key)
+        case .map:
+            if key == .ctrlC { return perform(.quit) }
+            if let a = explorerAction(for: key, in: .map) { return performMap(a) }
+            return []
         case .seeds:
             if key == .ctrlC { return perform(.quit) }
             if let a = explorerAction(for: key, in: .seeds) {
@@ -237,6 +241,10 @@ extension ExplorerModel {
             }
             steps = next
             return startRun()
+        case .toggleMap:
+            if mode == .map { mode = .normal } else { openMap() }
+        case .mapJump:
+            break
         case .help:
             modeBeforeHelp = mode
             mode = .help
@@ -359,6 +367,20 @@ extension ExplorerModel {
 
     mutating func handleClick(x: Int, y: Int) {
         guard mode != .help, mode != .editing else { return }
+        if mode == .map {
+            // A click on a cell moves the map cursor there.
+            let g = MapLayout(width: width, height: height).grid
+            let scale = mapScale
+            guard x >= g.x, x < g.x + scale.columns, y >= g.y, y < g.maxY else { return }
+            let r = targetRange
+            let rowsShown = min(g.height, r.count)
+            let first = max(0, min(mapPosition - r.lowerBound - rowsShown / 2, r.count - rowsShown))
+            let k = first + y - g.y
+            guard k < r.count else { return }
+            mapPosition = r.lowerBound + k
+            mapStep = min(max(0, frames.count - 1), scale.frames(ofColumn: x - g.x).upperBound - 1)
+            return
+        }
         let layout = ExplorerLayout(self)
         if let r = layout.scrubber, y == r.y, x >= r.x, x < r.maxX, r.width > 1 {
             let s = TimelineScale(count: expectedCount, columns: r.width).frame(atColumn: x - r.x)

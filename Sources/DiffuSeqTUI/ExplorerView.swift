@@ -8,6 +8,12 @@ public func view(_ m: ExplorerModel) -> ScreenBuffer {
         drawTooSmall(m, &buf)
         return buf
     }
+    if m.mode == .map || (m.mode == .help && m.modeBeforeHelp == .map) {
+        drawMap(m, &buf)
+        drawStatus(m, &buf, layout.status)
+        if m.mode == .help { drawHelp(m, &buf) }
+        return buf
+    }
     drawHeader(m, &buf, layout.header)
     if let r = layout.timeline { drawTimeline(m, &buf, r, wide: layout.wide) }
     if let r = layout.tokens { drawTokens(m, &buf, r, wide: layout.wide) }
@@ -436,7 +442,13 @@ public func drawStatus(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
         buf.put("│ " + n, x: x, y: r.y, style: Style(.error, bold: true, reverse: true), maxX: r.maxX)
         return
     }
-    let ctx: KeyContext = m.mode == .editing ? .editing : (m.mode == .seeds ? .seeds : .global)
+    let ctx: KeyContext
+    switch m.mode {
+    case .editing: ctx = .editing
+    case .seeds: ctx = .seeds
+    case .map: ctx = .map
+    case .normal, .help: ctx = .global
+    }
     var hints = explorerKeyTable.filter { $0.context == ctx && !$0.hint.isEmpty }.map { ($0.keyLabel, $0.hint) }
     if m.mode == .help { hints = [("↓↑", "page"), ("other keys", "close help")] }
     if m.mode == .editing && m.editPristine { hints = [("type", "replaces"), ("←→", "keep it")] + hints }

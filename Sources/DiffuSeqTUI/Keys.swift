@@ -78,6 +78,10 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
     case cycleSampler
     /// Fewer / more sampling steps.
     case fewerSteps, moreSteps
+    /// Open / close the trajectory map.
+    case toggleMap
+    /// In the map: jump the timeline to the cursor's step and position.
+    case mapJump
     /// Show the help overlay.
     case help
     /// Quit.
@@ -90,6 +94,8 @@ public enum KeyContext: String, CaseIterable, Sendable {
     case global = "Explore"
     /// While the seed panel has focus (`s`).
     case seeds = "Seed panel (s)"
+    /// While the trajectory map is open (`t`).
+    case map = "Trajectory map (t)"
     /// While editing the source (`e`).
     case editing = "Editing the source (e)"
 }
@@ -126,6 +132,8 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler: ddpm → ddim → dpm-solver++ → ddim-official", hint: "sampler"),
     KeyBinding(keys: [.char("<"), .char(",")], keyLabel: "<", action: .fewerSteps, context: .global, help: "fewer sampling steps", hint: ""),
     KeyBinding(keys: [.char(">"), .char(".")], keyLabel: ">", action: .moreSteps, context: .global, help: "more sampling steps", hint: "steps"),
+    KeyBinding(keys: [.char("t")], keyLabel: "t", action: .toggleMap, context: .global,
+               help: "trajectory map: every position over every step", hint: "map"),
     KeyBinding(keys: [.char("?"), .char("h")], keyLabel: "?", action: .help, context: .global, help: "this help", hint: "help"),
     KeyBinding(keys: [.char("q"), .ctrlC], keyLabel: "q", action: .quit, context: .global, help: "quit", hint: "quit"),
     KeyBinding(keys: (1...9).compactMap { Character(String($0)) }.map { Key.char($0) }, keyLabel: "1–9",
@@ -133,6 +141,13 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.char("+"), .char("=")], keyLabel: "+", action: .addSeed, context: .seeds, help: "add a seed (re-runs)", hint: "add"),
     KeyBinding(keys: [.char("-"), .char("_")], keyLabel: "-", action: .removeSeed, context: .seeds, help: "remove the last seed", hint: "remove"),
     KeyBinding(keys: [.char("s"), .escape], keyLabel: "s Esc", action: .seedFocus, context: .seeds, help: "leave the seed panel", hint: "back"),
+    KeyBinding(keys: [.left, .right], keyLabel: "← →", action: nil, context: .map, help: "one column of steps", hint: "step"),
+    KeyBinding(keys: [.char("["), .char("]")], keyLabel: "[ ]", action: nil, context: .map, help: "ten columns", hint: ""),
+    KeyBinding(keys: [.home, .end], keyLabel: "Home End", action: nil, context: .map, help: "first / last step", hint: ""),
+    KeyBinding(keys: [.up, .down], keyLabel: "↑ ↓", action: nil, context: .map, help: "previous / next position", hint: "pos"),
+    KeyBinding(keys: [.enter], keyLabel: "Enter", action: .mapJump, context: .map,
+               help: "jump the timeline to this step and position", hint: "jump"),
+    KeyBinding(keys: [.char("t"), .escape], keyLabel: "t Esc", action: .toggleMap, context: .map, help: "close the map", hint: "close"),
     KeyBinding(keys: [.enter], keyLabel: "Enter", action: nil, context: .editing, help: "run the edited source (live paraphrase)", hint: "run"),
     KeyBinding(keys: [.escape], keyLabel: "Esc", action: nil, context: .editing, help: "cancel the edit", hint: "cancel"),
     KeyBinding(keys: [.left, .right, .home, .end, .ctrl("a"), .ctrl("e")], keyLabel: "←→ ^A ^E", action: nil, context: .editing,
@@ -153,7 +168,7 @@ public func explorerAction(for key: Key, in context: KeyContext) -> ExplorerActi
     if let b = explorerKeyTable.first(where: { $0.context == context && $0.action != nil && $0.keys.contains(key) }) {
         return b.action
     }
-    if context == .seeds {
+    if context == .seeds || context == .map {
         return explorerKeyTable.first(where: { $0.context == .global && $0.keys.contains(key) })?.action
     }
     return nil

@@ -3,7 +3,8 @@ import DiffuSeqTUI
 
 /// A deterministic stand-in engine for tests, demos and the end-to-end script: a small vocabulary,
 /// an archaic→modern "paraphrase", tokens that settle over the steps and D-dimensional embeddings.
-public final class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
+/// Not final: test doubles subclass it and override one call (counting, truncating, wrong rounding).
+public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
     /// Display name.
     public let modelName: String
     /// T.

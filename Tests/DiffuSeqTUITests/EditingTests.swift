@@ -138,25 +138,12 @@ struct EditingTests {
 }
 
 /// The demo engine, but sources longer than three words are cut to three (as the real engine cuts to L).
-final class TruncatingBackend: ExplorerBackend, @unchecked Sendable {
-    let demo = DemoExplorerBackend()
-    var modelName: String { demo.modelName }
-    var diffusionSteps: Int { demo.diffusionSteps }
-    var seqLen: Int { demo.seqLen }
-    var padID: Int { demo.padID }
-    func token(_ id: Int) -> String { demo.token(id) }
-    func decode(_ ids: [Int]) -> String { demo.decode(ids) }
-    func prepare(source: String, reference: String?) throws -> PreparedInput {
+final class TruncatingBackend: DemoExplorerBackend, @unchecked Sendable {
+    init() { super.init() }
+    override func prepare(source: String, reference: String?) throws -> PreparedInput {
         let words = source.split(separator: " ")
-        var p = try demo.prepare(source: words.prefix(3).joined(separator: " "), reference: reference)
+        var p = try super.prepare(source: words.prefix(3).joined(separator: " "), reference: reference)
         p.droppedSourceTokens = max(0, words.count - 3)
         return p
     }
-    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, isCancelled: @escaping @Sendable () -> Bool,
-                onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
-        try demo.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled, onFrame: onFrame)
-    }
-    func neighbours(of vector: [Float], k: Int) -> [Neighbour] { demo.neighbours(of: vector, k: k) }
-    func bleu(hypothesis: String, reference: String) -> Double { demo.bleu(hypothesis: hypothesis, reference: reference) }
-    func diversity(_ sentences: [String]) -> (selfBLEU: Double, div4: Double, mbrIndex: Int) { demo.diversity(sentences) }
 }

@@ -291,22 +291,19 @@ final class Box: @unchecked Sendable {
 }
 
 /// The demo engine, counting the calls `update`/`view` must never make.
-final class CountingBackend: ExplorerBackend, @unchecked Sendable {
-    let demo = DemoExplorerBackend()
+final class CountingBackend: DemoExplorerBackend, @unchecked Sendable {
     var calls = 0
-    var modelName: String { demo.modelName }
-    var diffusionSteps: Int { demo.diffusionSteps }
-    var seqLen: Int { demo.seqLen }
-    var padID: Int { demo.padID }
-    func token(_ id: Int) -> String { demo.token(id) }
-    func decode(_ ids: [Int]) -> String { calls += 1; return demo.decode(ids) }
-    func prepare(source: String, reference: String?) throws -> PreparedInput { try demo.prepare(source: source, reference: reference) }
-    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, isCancelled: @escaping @Sendable () -> Bool,
-                onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+    init() { super.init() }
+    override func decode(_ ids: [Int]) -> String { calls += 1; return super.decode(ids) }
+    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, isCancelled: @escaping @Sendable () -> Bool,
+                         onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         calls += 1
-        try demo.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled, onFrame: onFrame)
+        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled, onFrame: onFrame)
     }
-    func neighbours(of vector: [Float], k: Int) -> [Neighbour] { calls += 1; return demo.neighbours(of: vector, k: k) }
-    func bleu(hypothesis: String, reference: String) -> Double { calls += 1; return demo.bleu(hypothesis: hypothesis, reference: reference) }
-    func diversity(_ sentences: [String]) -> (selfBLEU: Double, div4: Double, mbrIndex: Int) { calls += 1; return demo.diversity(sentences) }
+    override func neighbours(of vector: [Float], k: Int) -> [Neighbour] { calls += 1; return super.neighbours(of: vector, k: k) }
+    override func bleu(hypothesis: String, reference: String) -> Double { calls += 1; return super.bleu(hypothesis: hypothesis, reference: reference) }
+    override func diversity(_ sentences: [String]) -> (selfBLEU: Double, div4: Double, mbrIndex: Int) {
+        calls += 1
+        return super.diversity(sentences)
+    }
 }
