@@ -94,6 +94,20 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
                                       isCancelled: isCancelled, onFrame: onFrame)
     }
 
+    /// Not available yet: resuming a run at a step with pinned positions needs the sampler's `start:`/`pins:`
+    /// inputs (the lead's SAMPLER-API change to `DiffusionSampler.run`), which are not merged into this branch.
+    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+              isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+        throw PrepareError(description: "forking needs the sampler's start/pins API, not in this build yet")
+    }
+
+    func tokenID(_ word: String) -> Int? {
+        let w = PythonText.strip(word)
+        if let id = tokenizer.id(for: w) { return id }
+        let pieces = tokenizer.encode(w)
+        return pieces.count == 1 ? pieces[0] : nil
+    }
+
     func neighbours(of vector: [Float], k: Int) -> [Neighbour] { generator.sampler.neighbours(of: vector, k: k) }
 
     private func words(_ s: String) -> [String] { Metrics.words(Metrics.cleanRecover(s, tokens: specials)) }

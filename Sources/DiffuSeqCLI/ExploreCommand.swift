@@ -39,7 +39,7 @@ struct ExploreCommand: ParsableCommand {
     @Option(name: .long, help: "Folder with train/valid/test.jsonl: explore one of its examples (see --index).") var dataDir: String?
     @Option(name: .long, help: "Split to read from --data-dir.") var split: String = "test"
     @Option(name: .long, help: "0-based example index in --data-dir's split.") var index: Int?
-    @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them).") var seeds: String = "42"
+    @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them); SEED:SAMPLER:STEPS adds a comparison of that seed with another sampler on the same noise (e.g. 42,42:dpm-solver++:20).") var seeds: String = "42"
     @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
     @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
     @Option(name: .long, help: "Nearest embeddings listed by the inspector.") var neighbours: Int = 8
@@ -53,7 +53,9 @@ struct ExploreCommand: ParsableCommand {
         try runReporting {
             if SamplingEngine.current.batchOneUsesBLAS { BLAS.preferLatencyProfile() }  // batch-1 products on OpenBLAS: keep its workers awake between them
             let kind = try parseSampler(sampler)
-            let seedList = try parseSeeds(seeds)
+            let plain = seeds.split(separator: ",").filter { !$0.contains(":") }.joined(separator: ",")
+            let comparisons = try parseComparisons(seeds)
+            let seedList = try parseSeeds(plain.isEmpty ? comparisons.first.map { String($0.seed) } ?? "" : plain)
             guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }
             if let s = steps, s < 1 { throw CLIError("--steps must be at least 1") }
             guard neighbours >= 1 else { throw CLIError("--neighbours must be at least 1") }
@@ -76,8 +78,12 @@ struct ExploreCommand: ParsableCommand {
                 eprint("note: --steps \(s) capped at the model's T = \(backend.diffusionSteps)")
             }
             let n = min(steps ?? 200, backend.diffusionSteps)
-            let config = ExplorerConfig(source: source, reference: reference, seeds: seedList, sampler: kind,
+            var config = ExplorerConfig(source: source, reference: reference, seeds: seedList, sampler: kind,
                                         steps: n, neighbourCount: neighbours)
+            config.comparisons = comparisons.map { ($0.seed, $0.sampler, min($0.steps, backend.diffusionSteps)) }
+            if let bad = comparisons.first(where: { !seedList.contains($0.seed) }) {
+                throw CLIError("--seeds: the comparison \(bad.seed):\(bad.sampler.rawValue):\(bad.steps) needs seed \(bad.seed) among the seeds")
+            }
             if measure {
                 let m = measureExplorerDetailed(backend: backend, source: source, steps: n)
                 print("\(backend.modelName): \(m.redraw)")
@@ -141,6 +147,22 @@ func parseSeeds(_ s: String) throws -> [UInt64] {
         out.append(v)
     }
     guard !out.isEmpty else { throw CLIError("--seeds is empty") }
+    return out
+}
+
+/// Parses the SEED:SAMPLER:STEPS entries of --seeds (plain seeds are skipped).
+func parseComparisons(_ s: String) throws -> [(seed: UInt64, sampler: SamplerKind, steps: Int)] {
+    var out: [(seed: UInt64, sampler: SamplerKind, steps: Int)] = []
+    for part in s.split(separator: ",") where part.contains(":") {
+        let f = part.split(separator: ":", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard f.count == 3, let seed = UInt64(f[0]), let n = Int(f[2]), n >= 1 else {
+            throw CLIError("--seeds: \"\(part)\" is not SEED:SAMPLER:STEPS (e.g. 42:dpm-solver++:20)")
+        }
+        guard let k = SamplerKind(rawValue: f[1]) else {
+            throw CLIError("--seeds: \"\(part)\": sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        out.append((seed, k, n))
+    }
     return out
 }
 

@@ -45,6 +45,13 @@ public protocol ExplorerBackend: AnyObject, Sendable {
     func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
                 isCancelled: @escaping @Sendable () -> Bool,
                 onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
+    /// Resumes the run of one seed at `fork.step` from `fork.xt` with the same noise stream, holding the pinned
+    /// positions at their tokens' embeddings from that step on; frames have the original indices
+    /// (`fork.step` … steps−1). With no pins the frames equal the original run's bit for bit.
+    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+              isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
+    /// The vocabulary id of a typed word (nil when it is not one token).
+    func tokenID(_ word: String) -> Int?
     /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.
     func neighbours(of vector: [Float], k: Int) -> [Neighbour]
     /// Official sentence BLEU of hypothesis vs reference (NLTK method4), on whitespace tokens.

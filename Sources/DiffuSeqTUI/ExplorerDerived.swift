@@ -20,6 +20,22 @@ public struct NeighbourJob: Equatable, Sendable {
     public var vector: [Float]
 }
 
+/// A companion run's frame to decode (and score against the reference).
+public struct CompanionJob: Equatable, Sendable {
+    /// The companion's run id and frame index.
+    public var key: CompanionKey
+    /// Target ids of the frame's read-out.
+    public var ids: [Int]
+    /// Whether BLEU against the reference is wanted too.
+    public var bleu: Bool
+}
+
+/// A frame of a companion run.
+public struct CompanionKey: Hashable, Sendable {
+    /// Run id and frame index.
+    public var runID: Int, frame: Int
+}
+
 /// What the screen needs and the caches lack. Sentences are listed first: BLEU and diversity use them.
 public struct DerivedRequest: Equatable, Sendable {
     /// The run the data belongs to (results of an older run are dropped).
@@ -36,6 +52,8 @@ public struct DerivedRequest: Equatable, Sendable {
     public var bleu: [NeighbourKey] = []
     /// The reference BLEU is computed against.
     public var reference: String = ""
+    /// Companion frames to decode.
+    public var companions: [CompanionJob] = []
     /// Diversity among the sentences of these rows at frame `step`.
     public var diversity: (step: Int, rows: [Int])? {
         get { diversityStep.map { ($0, diversityRows) } }
@@ -45,7 +63,9 @@ public struct DerivedRequest: Equatable, Sendable {
     var diversityRows: [Int] = []
 
     /// Whether nothing is requested.
-    public var isEmpty: Bool { sentences.isEmpty && neighbours.isEmpty && bleu.isEmpty && diversityStep == nil }
+    public var isEmpty: Bool {
+        sentences.isEmpty && neighbours.isEmpty && bleu.isEmpty && diversityStep == nil && companions.isEmpty
+    }
 }
 
 /// The computed data, merged into the model's caches by `update(.derived)`.
@@ -60,6 +80,8 @@ public struct DerivedResult: Sendable {
     public var bleu: [NeighbourKey: Double] = [:]
     /// Diversity of the requested rows.
     public var diversity: DiversityStats?
+    /// Companion sentences and BLEU.
+    public var companionSentences: [CompanionKey: String] = [:], companionBLEU: [CompanionKey: Double] = [:]
 
     /// Creates a result.
     public init(runID: Int, sentences: [NeighbourKey: String] = [:], neighbours: [NeighbourKey: [Neighbour]] = [:],
@@ -111,6 +133,13 @@ public func pendingDerivations(_ m: ExplorerModel) -> DerivedRequest? {
             need(m.step, row)
         }
     }
+    for c in m.companions {
+        guard let i = m.companionFrame(c), c.sentences[i] == nil else { continue }
+        let f = c.frames[i], t = f.seqLen, lo = min(m.sourceLength, t)
+        let ids = f.decoded.count >= t ? f.decoded[lo..<t].map { Int($0) } : []
+        req.companions.append(CompanionJob(key: CompanionKey(runID: c.runID, frame: i), ids: ids, bleu: !(m.reference ?? "").isEmpty))
+        req.reference = m.reference ?? ""
+    }
     let rows = m.visibleRows
     if m.step == m.frames.count - 1, m.runState == .done, rows.count >= 2, m.diversity?.rows != rows {
         req.diversity = (m.step, rows)
@@ -132,6 +161,11 @@ public func computeDerivations(_ req: DerivedRequest, backend: any ExplorerBacke
     for job in req.neighbours { out.neighbours[job.key] = backend.neighbours(of: job.vector, k: req.neighbourCount) }
     for key in req.bleu {
         out.bleu[key] = backend.bleu(hypothesis: sentences[key] ?? "", reference: req.reference)
+    }
+    for job in req.companions {
+        let text = backend.decode(job.ids)
+        out.companionSentences[job.key] = text
+        if job.bleu { out.companionBLEU[job.key] = backend.bleu(hypothesis: text, reference: req.reference) }
     }
     if let (step, rows) = req.diversity.map({ ($0.step, $0.rows) }) {
         let texts = rows.map { sentences[NeighbourKey(step: step, position: -1, row: $0)] ?? "" }
@@ -174,5 +208,15 @@ extension ExplorerModel {
         for (k, v) in d.neighbours { neighbourCache[k] = v }
         for (k, v) in d.bleu { bleuCache[k] = v }
         if let div = d.diversity { diversity = div }
+        for (k, v) in d.companionSentences { if let i = companionIndex(runID: k.runID) { companions[i].sentences[k.frame] = v } }
+        for (k, v) in d.companionBLEU { if let i = companionIndex(runID: k.runID) { companions[i].bleu[k.frame] = v } }
+    }
+
+    /// The frame of a companion shown beside the current step: a fork's from its step on, another
+    /// sampler's at the nearest t (nil before a fork's step, or before its first frame).
+    public func companionFrame(_ c: Companion) -> Int? {
+        guard let f = currentFrame else { return nil }
+        if case .fork(let s, _, _) = c.kind, step < s { return nil }
+        return c.frameIndex(alignedTo: f.t)
     }
 }

@@ -90,10 +90,12 @@ public enum RedrawPolicy {
 
 /// Executes `ExplorerEffect.startRun` / `.cancelRun`; results come back as messages posted to `post`.
 public protocol RunExecutor: AnyObject {
-    /// Starts `request` on `backend` (after cancelling any run in flight).
+    /// Starts `request` on `backend` (runs already in flight go on unless cancelled).
     func start(_ request: RunRequest, backend: any ExplorerBackend, post: @escaping @Sendable (ExplorerMessage) -> Void)
-    /// Cancels the run in flight, if any.
+    /// Cancels every run in flight.
     func cancel()
+    /// Cancels the run with this id, if it is in flight.
+    func cancel(id: Int)
     /// Cancels everything and waits (at most `seconds`) for background work to stop.
     func shutdown(waitSeconds: Double)
 }
@@ -105,8 +107,7 @@ public final class SynchronousExecutor: RunExecutor {
     /// Samples `request` now, posting every frame and the outcome before returning.
     public func start(_ r: RunRequest, backend: any ExplorerBackend, post: @escaping @Sendable (ExplorerMessage) -> Void) {
         do {
-            try backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
-                               isCancelled: { false }, onFrame: { post(.frame(runID: r.id, $0)) })
+            try execute(r, backend: backend, isCancelled: { false }, post: post)
             post(.runFinished(runID: r.id))
         } catch {
             post(.runFailed(runID: r.id, message: "\(error)"))
@@ -115,7 +116,21 @@ public final class SynchronousExecutor: RunExecutor {
     /// Nothing runs in the background.
     public func cancel() {}
     /// Nothing runs in the background.
+    public func cancel(id: Int) {}
+    /// Nothing runs in the background.
     public func shutdown(waitSeconds: Double) {}
+}
+
+/// Runs one request on the engine: a whole run, or a fork of one seed's run (frames posted as they come).
+func execute(_ r: RunRequest, backend: any ExplorerBackend, isCancelled: @escaping @Sendable () -> Bool,
+             post: @escaping @Sendable (ExplorerMessage) -> Void) throws {
+    if let fork = r.fork {
+        try backend.fork(r.input, seed: r.seeds.first ?? 0, sampler: r.sampler, steps: r.steps, from: fork,
+                         isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
+    } else {
+        try backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
+                           isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
+    }
 }
 
 /// A cancellation flag shared with a sampling thread.
@@ -134,28 +149,28 @@ final class CancelFlag: @unchecked Sendable {
     }
 }
 
-/// Runs each request on its own background thread (a new request cancels the previous one, which stops at
-/// its next step; the engine serialises runs).
+/// Runs each request on its own background thread (cancelled runs stop at their next step; the engine
+/// serialises runs, so a companion run starts when the one before it has finished).
 public final class ThreadedExecutor: RunExecutor {
     private final class Worker: @unchecked Sendable {
+        let id: Int
         let cancel = CancelFlag()
         let finished = DispatchSemaphore(value: 0)
+        init(id: Int) { self.id = id }
     }
-    private var current: Worker?
+    private var running: [Worker] = []
     private var retired: [Worker] = []
 
     /// Creates the executor.
     public init() {}
 
-    /// Cancels the run in flight and starts `r` on a new thread.
+    /// Starts `r` on a new thread.
     public func start(_ r: RunRequest, backend: any ExplorerBackend, post: @escaping @Sendable (ExplorerMessage) -> Void) {
-        cancel()
-        let w = Worker()
+        let w = Worker(id: r.id)
         let cancel = w.cancel, finished = w.finished
         let thread = Thread {
             do {
-                try backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
-                                   isCancelled: { cancel.isSet }, onFrame: { post(.frame(runID: r.id, $0)) })
+                try execute(r, backend: backend, isCancelled: { cancel.isSet }, post: post)
                 post(cancel.isSet ? .runCancelled(runID: r.id) : .runFinished(runID: r.id))
             } catch {
                 post(.runFailed(runID: r.id, message: "\(error)"))
@@ -165,13 +180,23 @@ public final class ThreadedExecutor: RunExecutor {
         thread.stackSize = 16 << 20
         thread.name = "diffuseq-sample-\(r.id)"
         thread.start()
-        current = w
+        running.removeAll { $0.finished.wait(timeout: .now()) == .success }
+        running.append(w)
         retired.removeAll { $0.finished.wait(timeout: .now()) == .success }
     }
 
-    /// Cancels the run in flight.
+    /// Cancels every run in flight.
     public func cancel() {
-        if let w = current { w.cancel.set(); retired.append(w); current = nil }
+        for w in running { w.cancel.set() }
+        retired += running
+        running = []
+    }
+
+    /// Cancels one run.
+    public func cancel(id: Int) {
+        for w in running where w.id == id { w.cancel.set() }
+        retired += running.filter { $0.id == id }
+        running.removeAll { $0.id == id }
     }
 
     /// Cancels and waits for every thread this executor started.
@@ -234,6 +259,7 @@ public final class ExplorerDriver {
         for e in effects {
             switch e {
             case .cancelRun: executor.cancel()
+            case .cancelRunID(let id): executor.cancel(id: id)
             case .startRun(let r): executor.start(r, backend: model.backend, post: { inbox.push($0) })
             case .quit: quit = true
             }

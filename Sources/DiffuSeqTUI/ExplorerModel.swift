@@ -8,6 +8,8 @@ public struct ExplorerConfig: Sendable {
     public var reference: String?
     /// Seeds sampled side by side (the first visible one is the primary seed). 1–9 seeds.
     public var seeds: [UInt64]
+    /// (seed, sampler, steps) runs beside the main run on the same noise (`--seeds 42:dpm-solver++:20`).
+    public var comparisons: [(seed: UInt64, sampler: SamplerKind, steps: Int)] = []
     /// The reverse process.
     public var sampler: SamplerKind
     /// Number of sampling steps (capped at the model's T).
@@ -56,6 +58,8 @@ public enum ExplorerMode: Equatable, Sendable {
     case help
     /// The trajectory map fills the screen (`t`).
     case map
+    /// Choosing the token to pin at the selected position (`p`): a neighbour's number or a typed word.
+    case pin
 }
 
 /// One seed of the seed panel.
@@ -83,14 +87,76 @@ public struct RunRequest: Equatable, Sendable {
     public var sampler: SamplerKind
     /// Number of steps.
     public var steps: Int
+    /// When set, the run is a fork of an earlier one: it resumes at a step from that step's x_t with pins.
+    public var fork: ForkSpec? = nil
+}
+
+/// Where a fork resumes: the step index, that step's input x_t and the pinned positions.
+public struct ForkSpec: Equatable, Sendable {
+    /// 0-based step index into the run's steps (as `DiffusionFrame.index`).
+    public var step: Int
+    /// (B, T, D) the x_t that frame `step` had as input.
+    public var xt: [Float]
+    /// Flat row (b·T + position) → token id held at that token's embedding from `step` on.
+    public var pins: [Int: Int]
+    /// Creates a fork specification.
+    public init(step: Int, xt: [Float], pins: [Int: Int]) {
+        self.step = step
+        self.xt = xt
+        self.pins = pins
+    }
+}
+
+/// What a companion run compares with the main run.
+public enum CompanionKind: Equatable, Sendable {
+    /// The same seed (the same x_T noise) with another sampler and step count.
+    case sampler(SamplerKind, steps: Int)
+    /// The main run forked at `step` with `position` pinned to token `token`.
+    case fork(step: Int, position: Int, token: Int)
+}
+
+/// A run shown beside the main run on one of its seeds: another sampler on the same noise, or a fork.
+public struct Companion: Sendable {
+    /// What it compares.
+    public var kind: CompanionKind
+    /// The seed (its noise stream is the main run's row of that seed).
+    public var seed: UInt64
+    /// The run id of its frames.
+    public var runID: Int
+    /// Frames received (x_t and x̂₀ dropped: only tokens and the read-out are shown).
+    public var frames: [DiffusionFrame] = []
+    /// Run state.
+    public var state: RunState = .sampling
+    /// Decoded sentences by frame index.
+    public var sentences: [Int: String] = [:]
+    /// BLEU against the reference by frame index.
+    public var bleu: [Int: Double] = [:]
+
+    /// The frame whose t is the nearest to `t` (steps of two samplers aligned by the diffusion time).
+    public func frameIndex(alignedTo t: Int) -> Int? {
+        guard !frames.isEmpty else { return nil }
+        var best = 0
+        for (i, f) in frames.enumerated() where abs(f.t - t) < abs(frames[best].t - t) { best = i }
+        return best
+    }
+
+    /// A short label: "dpm-solver++·20" or "fork@57".
+    public var label: String {
+        switch kind {
+        case .sampler(let k, let n): return "\(k.rawValue)·\(n)"
+        case .fork(let step, _, _): return "fork@\(step + 1)"
+        }
+    }
 }
 
 /// Side effects `update` asks the run loop to perform.
 public enum ExplorerEffect: Equatable, Sendable {
     /// Start sampling in the background (after cancelling any run in flight).
     case startRun(RunRequest)
-    /// Cancel the run in flight, if any.
+    /// Cancel every run in flight.
     case cancelRun
+    /// Cancel the run with this id (a companion that was replaced or removed).
+    case cancelRunID(Int)
     /// Leave the explorer (the run loop restores the terminal).
     case quit
 }
@@ -194,6 +260,10 @@ public struct ExplorerModel {
     public var historyDraft: [Character] = []
     /// Current run id.
     public var runID: Int = 0
+    /// The last run id handed out (main and companion runs share the counter).
+    public var lastRunID: Int = 0
+    /// The word typed in the pin prompt.
+    public var pinText: [Character] = []
     /// Seeds, sampler and steps of the current run.
     public var runSeeds: [UInt64] = []
     /// Sampler of the current run.
@@ -232,6 +302,10 @@ public struct ExplorerModel {
     public var sentenceCache: [Int: [String]] = [:]
     /// BLEU against the reference per (frame, row).
     public var bleuCache: [NeighbourKey: Double] = [:]
+    /// Runs shown beside the main run (another sampler on the same noise, forks with a pinned token).
+    public var companions: [Companion] = []
+    /// Companion runs asked for with `--seeds SEED:SAMPLER:STEPS` (re-created for every new main run).
+    public var companionRequests: [(seed: UInt64, sampler: SamplerKind, steps: Int)] = []
     /// Diversity at the last step for the visible seeds.
     public var diversity: DiversityStats?
     /// Whether `quit` was requested.
@@ -250,6 +324,7 @@ public struct ExplorerModel {
         runSampler = config.sampler
         steps = min(config.steps, max(1, backend.diffusionSteps))
         neighbourCount = config.neighbourCount
+        companionRequests = config.comparisons
     }
 
     /// Sequence length T.

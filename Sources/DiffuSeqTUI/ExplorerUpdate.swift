@@ -16,18 +16,26 @@ public func update(_ m: inout ExplorerModel, _ msg: ExplorerMessage) -> [Explore
         m.width = max(0, w)
         m.height = max(0, h)
     case .frame(let id, let frame):
-        if id == m.runID { m.receive(frame) }
+        if id == m.runID { m.receive(frame) } else if let i = m.companionIndex(runID: id) {
+            var f = frame
+            f.xt = []
+            f.x0 = []
+            m.companions[i].frames.append(f)
+        }
     case .runFinished(let id):
         if id == m.runID {
             m.runState = .done
             if m.follow { m.step = max(0, m.frames.count - 1) }
-        }
+        } else if let i = m.companionIndex(runID: id) { m.companions[i].state = .done }
     case .runCancelled(let id):
-        if id == m.runID { m.runState = .cancelled }
+        if id == m.runID { m.runState = .cancelled } else if let i = m.companionIndex(runID: id) { m.companions[i].state = .cancelled }
     case .runFailed(let id, let message):
         if id == m.runID {
             m.runState = .failed(message)
             m.playing = false
+        } else if let i = m.companionIndex(runID: id) {
+            m.companions[i].state = .failed(message)
+            m.notice = "\(m.companions[i].label) failed: \(message)"
         }
     case .derived(let d):
         m.merge(d)
@@ -61,7 +69,9 @@ extension ExplorerModel {
     /// Cancels what is in flight and starts a new run with the current input, seeds, sampler and steps.
     mutating func startRun() -> [ExplorerEffect] {
         guard let input else { return [] }
-        runID += 1
+        lastRunID += 1
+        runID = lastRunID
+        companions = []
         runSeeds = seeds.map(\.seed)
         runSampler = sampler
         runSteps = steps
@@ -79,7 +89,35 @@ extension ExplorerModel {
         sentenceCache = [:]
         bleuCache = [:]
         diversity = nil
-        return [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps))]
+        var effects: [ExplorerEffect] = [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps))]
+        for c in companionRequests where runSeeds.contains(c.seed) {
+            effects += startCompanion(.sampler(c.sampler, steps: min(c.steps, max(1, backend.diffusionSteps))), seed: c.seed)
+        }
+        return effects
+    }
+
+    /// Starts a companion run beside the main one (replacing a companion of the same kind: same sampler, or a fork).
+    mutating func startCompanion(_ kind: CompanionKind, seed: UInt64, fork: ForkSpec? = nil) -> [ExplorerEffect] {
+        guard let input else { return [] }
+        lastRunID += 1
+        let c = Companion(kind: kind, seed: seed, runID: lastRunID)
+        let sameSlot = companions.firstIndex { old in
+            switch (old.kind, kind) {
+            case (.fork, .fork): return true
+            case (.sampler, .sampler): return old.seed == seed
+            default: return false
+            }
+        }
+        var effects: [ExplorerEffect] = []
+        if let i = sameSlot {
+            effects.append(.cancelRunID(companions[i].runID))
+            companions[i] = c
+        } else {
+            companions.append(c)
+        }
+        var r = RunRequest(id: c.runID, input: input, seeds: [seed], sampler: runSampler, steps: runSteps, fork: fork)
+        if case .sampler(let k, let n) = kind { r.sampler = k; r.steps = n }
+        return effects + [.startRun(r)]
     }
 
     /// Stores a new frame and its derived per-step statistics.
@@ -98,7 +136,7 @@ extension ExplorerModel {
         }
         xtNorms.append(norms(f.xt))
         x0Norms.append(norms(f.x0))
-        f.xt = []
+        // x_t is kept: a fork (`p`) resumes from the input of the step it forks at.
         let idx = frames.count
         var lc = [Int32](repeating: Int32(idx), count: n)
         var counts = [Int](repeating: 0, count: f.batch)
@@ -163,6 +201,8 @@ extension ExplorerModel {
             if key == .ctrlC { return perform(.quit) }
             if let a = explorerAction(for: key, in: .map) { return performMap(a) }
             return []
+        case .pin:
+            return handlePinKey(key)
         case .seeds:
             if key == .ctrlC { return perform(.quit) }
             if let a = explorerAction(for: key, in: .seeds) {
@@ -243,6 +283,29 @@ extension ExplorerModel {
             return startRun()
         case .toggleMap:
             if mode == .map { mode = .normal } else { openMap() }
+        case .pin:
+            guard let f = currentFrame, targetRange.contains(selected), !f.xt.isEmpty else {
+                notice = "pinning needs a computed step and a target position"
+                break
+            }
+            mode = .pin
+            playing = false
+            pinText = []
+        case .unpin:
+            guard companions.contains(where: { if case .fork = $0.kind { return true } else { return false } }) else {
+                notice = "nothing is pinned"
+                break
+            }
+            let forks = companions.filter { if case .fork = $0.kind { return true } else { return false } }
+            companions.removeAll { if case .fork = $0.kind { return true } else { return false } }
+            return forks.map { .cancelRunID($0.runID) }
+        case .compare:
+            return cycleComparison()
+        case .clearComparisons:
+            companionRequests = []
+            let gone = companions.filter { if case .sampler = $0.kind { return true } else { return false } }
+            companions.removeAll { if case .sampler = $0.kind { return true } else { return false } }
+            return gone.map { .cancelRunID($0.runID) }
         case .mapJump:
             break
         case .help:
@@ -364,6 +427,58 @@ extension ExplorerModel {
         while j < editText.count && !editText[j].isWhitespace { j += 1 }
         return j
     }
+
+    /// Keys of the pin prompt: a digit picks that neighbour, a typed word + Enter picks its token, Esc cancels.
+    mutating func handlePinKey(_ key: Key) -> [ExplorerEffect] {
+        switch key {
+        case .escape: mode = .normal
+        case .ctrlC: return perform(.quit)
+        case .backspace: if !pinText.isEmpty { pinText.removeLast() }
+        case .char(let c) where pinText.isEmpty && c.wholeNumberValue != nil:
+            let n = c.wholeNumberValue ?? 0
+            let nn = neighbourCache[NeighbourKey(step: step, position: selected, row: primaryRow)] ?? []
+            guard n >= 1, n <= nn.count else { notice = "no neighbour \(n) listed"; return [] }
+            return pin(token: nn[n - 1].id)
+        case .char(let c): if pinText.count < 100 { pinText.append(c) }
+        case .paste(let t): pinText += Array(t.prefix(max(0, 100 - pinText.count)))
+        case .enter:
+            let word = String(pinText).trimmingSpaces
+            guard !word.isEmpty else { notice = "type a word or press a neighbour's number"; return [] }
+            guard let id = backend.tokenID(word) else { notice = "\"\(word)\" is not one token of the vocabulary"; return [] }
+            return pin(token: id)
+        default: break
+        }
+        return []
+    }
+
+    /// Forks the primary seed's run at the current step with the selected position pinned to `token`.
+    mutating func pin(token: Int) -> [ExplorerEffect] {
+        mode = .normal
+        guard let f = currentFrame, let seed = primarySeed else { return [] }
+        let row = primaryRow, t = f.seqLen, d = f.dim
+        guard row < f.batch, f.xt.count >= (row + 1) * t * d else { notice = "this step has no x_t to fork from"; return [] }
+        let xt = Array(f.xt[(row * t * d)..<((row + 1) * t * d)])
+        let spec = ForkSpec(step: step, xt: xt, pins: [selected: token])
+        notice = "pinned \(backend.token(token)) at position \(selected) from step \(step + 1); forking…"
+        return startCompanion(.fork(step: step, position: selected, token: token), seed: seed, fork: spec)
+    }
+
+    /// Adds, or moves to the next sampler, a comparison of the primary seed on the same noise.
+    mutating func cycleComparison() -> [ExplorerEffect] {
+        guard let seed = primarySeed, input != nil else { return [] }
+        let order: [SamplerKind] = [.dpmSolver, .ddim, .ddpm, .ddimOfficial]
+        let current = companionRequests.first { $0.seed == seed }?.sampler
+        let candidates = order.filter { $0 != runSampler }
+        let next = current.flatMap { c in candidates.firstIndex(of: c).map { candidates[($0 + 1) % candidates.count] } } ?? candidates[0]
+        let defaults: [SamplerKind: Int] = [.dpmSolver: 20, .ddim: 50]
+        let n = min(defaults[next] ?? runSteps, max(1, backend.diffusionSteps))
+        companionRequests.removeAll { $0.seed == seed }
+        companionRequests.append((seed, next, n))
+        return startCompanion(.sampler(next, steps: n), seed: seed)
+    }
+
+    /// Index of the companion run with this id.
+    func companionIndex(runID id: Int) -> Int? { companions.firstIndex { $0.runID == id } }
 
     mutating func handleClick(x: Int, y: Int) {
         guard mode != .help, mode != .editing else { return }

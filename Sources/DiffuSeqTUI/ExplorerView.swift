@@ -68,7 +68,13 @@ public func drawHeader(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
     let label = "Source "
     let lx = r.x + buf.put(label, x: r.x + 1, y: y, style: Style(m.mode == .editing ? .accent : .dim, bold: m.mode == .editing), maxX: r.maxX) + 1
     let avail = r.maxX - lx - 1
-    if m.mode == .editing {
+    if m.mode == .pin {
+        let prompt = "pin pos \(m.selected) from step \(m.step + 1) to: "
+        let px = lx + buf.put(prompt, x: lx, y: y, style: Style(.accent, bold: true), maxX: lx + avail)
+        let w = String(m.pinText)
+        let tx = px + buf.put(TextWidth.truncate(w, to: max(0, lx + avail - px - 1)), x: px, y: y, style: Style(.normal, bold: true), maxX: lx + avail)
+        buf.put(" ", x: tx, y: y, style: Style(.normal, reverse: true), maxX: lx + avail)
+    } else if m.mode == .editing {
         // A horizontally scrolling edit field with a reverse-video cursor.
         let chars = m.editText.flatMap { TextWidth.sanitize(String($0)) }
         let cursor = min(m.editCursor, chars.count)
@@ -368,11 +374,22 @@ public func drawSeeds(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, 
             s += " \(i + 1)\(slot.visible ? "●" : "○")\(slot.seed)\(star)"
         }
         if !summary.isEmpty && m.diversity != nil && atEnd { s += " sB \(Fmt.fixed(m.diversity?.selfBLEU ?? 0, 2)) d4 \(Fmt.fixed(m.diversity?.div4 ?? 0, 2))" }
+        if r.height == 1 {
+            // No room for their lines: name the companions, and the fork's sentence at this step.
+            for c in m.companions {
+                s += " ↳" + c.label
+                if let i = m.companionFrame(c), let text = c.sentences[i] { s += ": " + text }
+            }
+        }
         buf.put(s, x: r.x, y: r.y, style: Style(focused ? .accent : .dim, bold: focused), maxX: r.maxX)
         var y = r.y + 1
         for slot in m.seeds where slot.visible {
             guard y < r.maxY, let row = m.row(ofSeed: slot.seed), !m.frames.isEmpty else { break }
             buf.put("\(slot.seed): " + m.sentence(step: m.step, row: row), x: r.x, y: y, style: Style(.normal), maxX: r.maxX)
+            y += 1
+        }
+        for c in m.companions where y < r.maxY {
+            drawCompanion(m, c, &buf, x: r.x, y: y, maxX: r.maxX)
             y += 1
         }
         return
@@ -399,11 +416,37 @@ public func drawSeeds(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, 
         buf.put(text, x: x, y: y, style: Style(slot.visible ? (row == m.primaryRow ? .normal : .normal) : .quiet, bold: row == m.primaryRow && slot.visible), maxX: r.maxX)
         y += 1
     }
+    for c in m.companions where y < r.maxY - footer {
+        drawCompanion(m, c, &buf, x: r.x + 1, y: y, maxX: r.maxX)
+        y += 1
+    }
     if footer == 1 && r.height >= 2 {
         var sy = r.maxY - 1
         if sy < r.y + 1 { sy = r.y + 1 }
         buf.fill(Rect(x: r.x, y: sy, width: r.width, height: 1))
         buf.put(" " + summary, x: r.x, y: sy, style: Style(m.diversity != nil && atEnd ? .good : .quiet), maxX: r.maxX)
+    }
+}
+
+/// One companion run's line in the seed panel: what it is, its sentence at the aligned step, BLEU.
+func drawCompanion(_ m: ExplorerModel, _ c: Companion, _ buf: inout ScreenBuffer, x x0: Int, y: Int, maxX: Int) {
+    var label = "↳ \(c.seed) \(c.label)"
+    if case .fork(_, let p, let tok) = c.kind { label += " \(p)=\(m.backend.token(tok))" }
+    var x = x0 + buf.put(label + " ", x: x0, y: y, style: Style(.accent, bold: true), maxX: maxX)
+    let idx = m.companionFrame(c)
+    if let i = idx, let f = c.frames.indices.contains(i) ? c.frames[i] : nil {
+        if case .sampler = c.kind { x += buf.put("t \(f.t) ", x: x, y: y, style: Style(.dim), maxX: maxX) }
+        if let b = c.bleu[i] { x += buf.put("BLEU \(Fmt.fixed(b, 3)) ", x: x, y: y, style: Style(.good, bold: true), maxX: maxX) }
+        buf.put(c.sentences[i] ?? "…", x: x, y: y, style: Style(.normal), maxX: maxX)
+    } else {
+        let why: String
+        switch c.state {
+        case .failed(let e): why = "failed: " + e
+        case .cancelled: why = "cancelled"
+        default:
+            if case .fork(let s, _, _) = c.kind, m.step < s { why = "(forks at step \(s + 1))" } else { why = "…" }
+        }
+        buf.put(why, x: x, y: y, style: Style(.dim), maxX: maxX)
     }
 }
 
@@ -447,6 +490,7 @@ public func drawStatus(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
     case .editing: ctx = .editing
     case .seeds: ctx = .seeds
     case .map: ctx = .map
+    case .pin: ctx = .pin
     case .normal, .help: ctx = .global
     }
     var hints = explorerKeyTable.filter { $0.context == ctx && !$0.hint.isEmpty }.map { ($0.keyLabel, $0.hint) }

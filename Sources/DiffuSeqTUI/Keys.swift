@@ -78,6 +78,14 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
     case cycleSampler
     /// Fewer / more sampling steps.
     case fewerSteps, moreSteps
+    /// Pin a token at the selected position from this step on and fork the run.
+    case pin
+    /// Remove the pin (and its fork).
+    case unpin
+    /// Compare the primary seed with another sampler on the same noise (cycles the sampler).
+    case compare
+    /// Remove the sampler comparisons.
+    case clearComparisons
     /// Open / close the trajectory map.
     case toggleMap
     /// In the map: jump the timeline to the cursor's step and position.
@@ -96,6 +104,8 @@ public enum KeyContext: String, CaseIterable, Sendable {
     case seeds = "Seed panel (s)"
     /// While the trajectory map is open (`t`).
     case map = "Trajectory map (t)"
+    /// While choosing the token to pin (`p`).
+    case pin = "Pinning a token (p)"
     /// While editing the source (`e`).
     case editing = "Editing the source (e)"
 }
@@ -132,6 +142,9 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler: ddpm → ddim → dpm-solver++ → ddim-official", hint: "sampler"),
     KeyBinding(keys: [.char("<"), .char(",")], keyLabel: "<", action: .fewerSteps, context: .global, help: "fewer sampling steps", hint: ""),
     KeyBinding(keys: [.char(">"), .char(".")], keyLabel: ">", action: .moreSteps, context: .global, help: "more sampling steps", hint: "steps"),
+    KeyBinding(keys: [.char("p")], keyLabel: "p", action: .pin, context: .global,
+               help: "pin a token at the selected position from this step on; the run forks beside the original", hint: "pin"),
+    KeyBinding(keys: [.char("u")], keyLabel: "u", action: .unpin, context: .global, help: "remove the pin and its fork", hint: ""),
     KeyBinding(keys: [.char("t")], keyLabel: "t", action: .toggleMap, context: .global,
                help: "trajectory map: every position over every step", hint: "map"),
     KeyBinding(keys: [.char("?"), .char("h")], keyLabel: "?", action: .help, context: .global, help: "this help", hint: "help"),
@@ -140,7 +153,14 @@ public let explorerKeyTable: [KeyBinding] = [
                action: .toggleSeed, context: .seeds, help: "show / hide seed n", hint: "toggle"),
     KeyBinding(keys: [.char("+"), .char("=")], keyLabel: "+", action: .addSeed, context: .seeds, help: "add a seed (re-runs)", hint: "add"),
     KeyBinding(keys: [.char("-"), .char("_")], keyLabel: "-", action: .removeSeed, context: .seeds, help: "remove the last seed", hint: "remove"),
+    KeyBinding(keys: [.char("c")], keyLabel: "c", action: .compare, context: .seeds,
+               help: "compare the first seed with another sampler on the same noise (again: next sampler)", hint: "compare"),
+    KeyBinding(keys: [.char("x")], keyLabel: "x", action: .clearComparisons, context: .seeds, help: "remove the comparisons", hint: ""),
     KeyBinding(keys: [.char("s"), .escape], keyLabel: "s Esc", action: .seedFocus, context: .seeds, help: "leave the seed panel", hint: "back"),
+    KeyBinding(keys: (1...9).compactMap { Character(String($0)) }.map { Key.char($0) }, keyLabel: "1–9", action: nil, context: .pin,
+               help: "pin that neighbour of the inspector's list", hint: "neighbour"),
+    KeyBinding(keys: [.enter], keyLabel: "word Enter", action: nil, context: .pin, help: "pin the typed word (one vocabulary token)", hint: "pin word"),
+    KeyBinding(keys: [.escape], keyLabel: "Esc", action: nil, context: .pin, help: "cancel", hint: "cancel"),
     KeyBinding(keys: [.left, .right], keyLabel: "← →", action: nil, context: .map, help: "one column of steps", hint: "step"),
     KeyBinding(keys: [.char("["), .char("]")], keyLabel: "[ ]", action: nil, context: .map, help: "ten columns", hint: ""),
     KeyBinding(keys: [.home, .end], keyLabel: "Home End", action: nil, context: .map, help: "first / last step", hint: ""),

@@ -182,6 +182,24 @@ public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
         }
     }
 
+    /// The demo's fork: the seed's run replayed (it is deterministic per seed), frames from `fork.step` on,
+    /// with the pinned positions showing their tokens (and, from the next step, their modernised neighbours).
+    public func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+                     isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+        try sample(input, seeds: [seed], sampler: sampler, steps: steps, isCancelled: isCancelled) { f in
+            guard f.index >= fork.step else { return }
+            var f = f
+            for (row, id) in fork.pins where row < f.rounded.count {
+                f.rounded[row] = Int32(id)
+                f.decoded[row] = Int32(id)
+            }
+            onFrame(f)
+        }
+    }
+
+    /// The id of a vocabulary word.
+    public func tokenID(_ word: String) -> Int? { index[word.lowercased()] }
+
     /// Brute-force nearest embeddings by squared distance.
     public func neighbours(of vector: [Float], k: Int) -> [Neighbour] {
         guard vector.count == dim else { return [] }
