@@ -201,6 +201,10 @@ func measureExplorer(backend: any ExplorerBackend, source: String? = nil, steps:
 /// The full measurement behind `measureExplorer`.
 struct ExplorerMeasurement {
     var redraw: RedrawBenchmark
+    /// Key → redraw with the trajectory map open over the whole run.
+    var mapRedraw: RedrawBenchmark
+    /// Positions and steps the map covers.
+    var mapPositions = 0, mapSteps = 0
     var firstFrameMs: Double
     var lastFrameMs: Double
     var frames: Int
@@ -215,6 +219,8 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
     let src = source ?? ExploreCommand.fallbackSource
     let n = min(max(1, steps), max(1, backend.diffusionSteps))
     let redraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n)
+    let mapRedraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n, mapOpen: true)
+    let mapPositions = (try? backend.prepare(source: src, reference: nil)).map { backend.seqLen - $0.sourceLength } ?? 0
     var runs: [LiveRunMeasurement] = []
     for r in 0..<max(1, repeats) {
         // A different edit each time, so no run repeats the previous source.
@@ -225,7 +231,7 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
         let s = xs.sorted()
         return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
     }
-    return ExplorerMeasurement(redraw: redraw, firstFrameMs: med(runs.map(\.firstFrameMs)), lastFrameMs: med(runs.map(\.lastFrameMs)),
+    return ExplorerMeasurement(redraw: redraw, mapRedraw: mapRedraw, mapPositions: mapPositions, mapSteps: n, firstFrameMs: med(runs.map(\.firstFrameMs)), lastFrameMs: med(runs.map(\.lastFrameMs)),
                                frames: runs.last?.frames ?? 0, uiBusyMs: med(runs.map(\.uiBusyMs)), runs: runs)
 }
 

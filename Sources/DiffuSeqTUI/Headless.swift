@@ -152,9 +152,15 @@ public struct RedrawBenchmark: Sendable, CustomStringConvertible {
 /// Measures key → redraw time at `size` for a run of `steps` steps over `seeds` seeds on `backend`
 /// (sampled once, synchronously, before timing). Keys cycle through stepping, ±10, selection and play.
 public func benchmarkRedraw(backend: any ExplorerBackend, source: String, size: (Int, Int) = (120, 40),
-                            seeds: [UInt64] = [1, 2, 3, 4], steps: Int = 200, iterations: Int = 400) -> RedrawBenchmark {
+                            seeds: [UInt64] = [1, 2, 3, 4], steps: Int = 200, iterations: Int = 400,
+                            mapOpen: Bool = false) -> RedrawBenchmark {
     var h = HeadlessExplorer(backend: backend, config: ExplorerConfig(source: source, seeds: seeds, steps: steps), size: size)
-    let keys: [Key] = [.left, .left, .down, .char("["), .up, .right, .tab, .char("]"), .home, .end, .left, .down]
+    var keys: [Key] = [.left, .left, .down, .char("["), .up, .right, .tab, .char("]"), .home, .end, .left, .down]
+    if mapOpen {
+        // The trajectory map over the whole run: the cursor moves over steps and positions.
+        h.send(.key(.char("t")))
+        keys = [.left, .left, .down, .char("["), .up, .right, .down, .char("]"), .home, .end, .left, .down]
+    }
     var prev = view(h.model)
     var times: [Double] = []
     var runs = 0
