@@ -58,6 +58,7 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         guard !src.isEmpty else { throw PrepareError(description: "the source is empty; type a sentence") }
         let g = generator.prepare(source: src, target: reference ?? "")
         let lenX = SequenceBuilder.sourceLength(mask: g.mask)
+        let referenceIDs = reference == nil ? [] : Array(g.ids[lenX...])
         var ids = g.ids
         for i in lenX..<ids.count { ids[i] = padID }
         let srcTokens = tokenizer.encode(src).count
@@ -65,8 +66,10 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         if kept < srcTokens, kept == 0 {
             throw PrepareError(description: "the source does not fit in L = \(seqLen) positions")
         }
-        return PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference,
-                             droppedSourceTokens: max(0, srcTokens - kept))
+        var p = PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference,
+                              droppedSourceTokens: max(0, srcTokens - kept))
+        p.referenceIDs = referenceIDs
+        return p
     }
 
     /// Sampler options of an explorer run: every step decoded, steps capped at T.
@@ -99,6 +102,10 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
     func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
               isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         throw PrepareError(description: "forking needs the sampler's start/pins API, not in this build yet")
+    }
+
+    func forwardRound(_ ids: [Int], alphaBar: Double, seed: UInt64) -> [Int] {
+        generator.sampler.forwardRound(ids: ids, alphaBar: alphaBar, seed: seed).map { Int($0) }
     }
 
     func tokenID(_ word: String) -> Int? {

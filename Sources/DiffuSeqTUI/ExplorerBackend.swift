@@ -12,6 +12,9 @@ public struct PreparedInput: Sendable, Equatable {
     public var reference: String?
     /// Source tokens that did not fit the model's sequence (the source was cut to fit; the explorer says so).
     public var droppedSourceTokens: Int
+    /// (T − sourceLength) the reference's ids on the target part (empty without a reference): the x₀ of the
+    /// forward view.
+    public var referenceIDs: [Int] = []
 
     /// Creates a prepared input.
     public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?, droppedSourceTokens: Int = 0) {
@@ -50,6 +53,9 @@ public protocol ExplorerBackend: AnyObject, Sendable {
     /// (`fork.step` … steps−1). With no pins the frames equal the original run's bit for bit.
     func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
               isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
+    /// Rounds q(x_t | x₀) of `ids` (the reference's target ids) at ᾱ = `alphaBar` with noise from `seed`:
+    /// the ids rounding recovers at that noise level.
+    func forwardRound(_ ids: [Int], alphaBar: Double, seed: UInt64) -> [Int]
     /// The vocabulary id of a typed word (nil when it is not one token).
     func tokenID(_ word: String) -> Int?
     /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.

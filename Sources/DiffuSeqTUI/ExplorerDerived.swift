@@ -30,6 +30,12 @@ public struct CompanionJob: Equatable, Sendable {
     public var bleu: Bool
 }
 
+/// A forward-view computation.
+public struct ForwardJob: Equatable, Sendable {
+    /// Frame index, reference target ids, ᾱ_t of the frame and the seed of the noise.
+    public var step: Int, ids: [Int], alphaBar: Double, seed: UInt64
+}
+
 /// A frame of a companion run.
 public struct CompanionKey: Hashable, Sendable {
     /// Run id and frame index.
@@ -54,6 +60,8 @@ public struct DerivedRequest: Equatable, Sendable {
     public var reference: String = ""
     /// Companion frames to decode.
     public var companions: [CompanionJob] = []
+    /// The forward view at frame `step`: the reference ids noised to ᾱ and rounded with noise from `seed`.
+    public var forward: ForwardJob?
     /// Diversity among the sentences of these rows at frame `step`.
     public var diversity: (step: Int, rows: [Int])? {
         get { diversityStep.map { ($0, diversityRows) } }
@@ -64,7 +72,7 @@ public struct DerivedRequest: Equatable, Sendable {
 
     /// Whether nothing is requested.
     public var isEmpty: Bool {
-        sentences.isEmpty && neighbours.isEmpty && bleu.isEmpty && diversityStep == nil && companions.isEmpty
+        sentences.isEmpty && neighbours.isEmpty && bleu.isEmpty && diversityStep == nil && companions.isEmpty && forward == nil
     }
 }
 
@@ -80,6 +88,8 @@ public struct DerivedResult: Sendable {
     public var bleu: [NeighbourKey: Double] = [:]
     /// Diversity of the requested rows.
     public var diversity: DiversityStats?
+    /// The forward view's ids by frame index.
+    public var forward: [Int: [Int]] = [:]
     /// Companion sentences and BLEU.
     public var companionSentences: [CompanionKey: String] = [:], companionBLEU: [CompanionKey: Double] = [:]
 
@@ -133,6 +143,9 @@ public func pendingDerivations(_ m: ExplorerModel) -> DerivedRequest? {
             need(m.step, row)
         }
     }
+    if m.forwardOpen, m.forwardCache[m.step] == nil, let ids = m.input?.referenceIDs, !ids.isEmpty {
+        req.forward = ForwardJob(step: m.step, ids: ids, alphaBar: f.noise.alphaBar, seed: m.primarySeed ?? 0)
+    }
     for c in m.companions {
         guard let i = m.companionFrame(c), c.sentences[i] == nil else { continue }
         let f = c.frames[i], t = f.seqLen, lo = min(m.sourceLength, t)
@@ -162,6 +175,7 @@ public func computeDerivations(_ req: DerivedRequest, backend: any ExplorerBacke
     for key in req.bleu {
         out.bleu[key] = backend.bleu(hypothesis: sentences[key] ?? "", reference: req.reference)
     }
+    if let j = req.forward { out.forward[j.step] = backend.forwardRound(j.ids, alphaBar: j.alphaBar, seed: j.seed) }
     for job in req.companions {
         let text = backend.decode(job.ids)
         out.companionSentences[job.key] = text
@@ -208,6 +222,7 @@ extension ExplorerModel {
         for (k, v) in d.neighbours { neighbourCache[k] = v }
         for (k, v) in d.bleu { bleuCache[k] = v }
         if let div = d.diversity { diversity = div }
+        for (k, v) in d.forward { forwardCache[k] = v }
         for (k, v) in d.companionSentences { if let i = companionIndex(runID: k.runID) { companions[i].sentences[k.frame] = v } }
         for (k, v) in d.companionBLEU { if let i = companionIndex(runID: k.runID) { companions[i].bleu[k.frame] = v } }
     }

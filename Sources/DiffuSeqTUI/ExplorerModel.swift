@@ -302,6 +302,10 @@ public struct ExplorerModel {
     public var sentenceCache: [Int: [String]] = [:]
     /// BLEU against the reference per (frame, row).
     public var bleuCache: [NeighbourKey: Double] = [:]
+    /// Whether the forward view (`f`) is shown: the reference noised to the current t and rounded.
+    public var forwardOpen = false
+    /// Forward-view ids (target positions) by frame index.
+    public var forwardCache: [Int: [Int]] = [:]
     /// Runs shown beside the main run (another sampler on the same noise, forks with a pinned token).
     public var companions: [Companion] = []
     /// Companion runs asked for with `--seeds SEED:SAMPLER:STEPS` (re-created for every new main run).

@@ -86,6 +86,7 @@ extension ExplorerModel {
         follow = true
         playing = false
         neighbourCache = [:]
+        forwardCache = [:]
         sentenceCache = [:]
         bleuCache = [:]
         diversity = nil
@@ -281,6 +282,12 @@ extension ExplorerModel {
             }
             steps = next
             return startRun()
+        case .toggleForward:
+            guard let ids = input?.referenceIDs, !ids.isEmpty, reference != nil else {
+                notice = "the forward view needs a reference (--data-dir … --index i)"
+                break
+            }
+            forwardOpen.toggle()
         case .toggleMap:
             if mode == .map { mode = .normal } else { openMap() }
         case .pin:

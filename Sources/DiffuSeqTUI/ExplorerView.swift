@@ -455,16 +455,41 @@ public func drawReference(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Re
     guard r.height > 0, let ref = m.reference, !ref.isEmpty else { return }
     let bleu = m.bleuCache[NeighbourKey(step: m.step, position: -1, row: m.primaryRow)]
     let b = bleu.map { "BLEU \(Fmt.fixed($0, 3))" } ?? "BLEU –"
+    let fwd = m.forwardOpen ? forwardLine(m) : nil
     if !wide || r.height == 1 {
+        if let fwd, r.height == 1 {
+            buf.put(fwd, x: r.x, y: r.y, style: Style(.accent), maxX: r.maxX)
+            return
+        }
         let x = r.x + buf.put("ref ", x: r.x, y: r.y, style: Style(.dim), maxX: r.maxX)
         let bx = x + buf.put(b, x: x, y: r.y, style: Style(bleu == nil ? .dim : .good, bold: true), maxX: r.maxX)
         buf.put(": " + ref, x: bx, y: r.y, style: Style(.dim), maxX: r.maxX)
+        if let fwd, r.height > 1 { buf.put(fwd, x: r.x, y: r.y + 1, style: Style(.accent), maxX: r.maxX) }
         return
     }
     drawSectionHeader(&buf, "Reference", x: r.x, y: r.y, width: r.width, extra: b + " at this step")
-    for (i, l) in wrap(ref, width: max(1, r.width - 2)).prefix(r.height - 1).enumerated() {
-        buf.put(l, x: r.x + 1, y: r.y + 1 + i, style: Style(.normal), maxX: r.maxX)
+    var lines = wrap(ref, width: max(1, r.width - 2))
+    if let fwd { lines = Array(lines.prefix(max(0, r.height - 2))) + [fwd] }
+    for (i, l) in lines.prefix(r.height - 1).enumerated() {
+        buf.put(l, x: r.x + 1, y: r.y + 1 + i, style: Style(fwd != nil && l == fwd ? .accent : .normal), maxX: r.maxX)
     }
+}
+
+/// The forward view's line: the reference's tokens as rounding recovers them from q(x_t | x₀) at this
+/// step's t, and the fraction that survive.
+public func forwardLine(_ m: ExplorerModel) -> String {
+    guard let f = m.currentFrame else { return "forward: –" }
+    guard let fwd = m.forwardCache[m.step], let ref = m.input?.referenceIDs, fwd.count == ref.count else {
+        return "forward q(x_t|x₀) t \(f.t): …"
+    }
+    var kept = 0, total = 0
+    for (a, b) in zip(fwd, ref) where b != m.backend.padID {
+        total += 1
+        if a == b { kept += 1 }
+    }
+    let pct = total == 0 ? 0 : Int((Double(kept) / Double(total) * 100).rounded())
+    let toks = zip(fwd, ref).compactMap { a, b in b == m.backend.padID ? nil : m.backend.token(a) }
+    return "forward t \(f.t): \(pct)% survive · " + toks.joined(separator: " ")
 }
 
 /// The status line: run state and key hints (from the key table) or a notice.

@@ -86,6 +86,8 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
     case compare
     /// Remove the sampler comparisons.
     case clearComparisons
+    /// Show / hide the forward view of the reference.
+    case toggleForward
     /// Open / close the trajectory map.
     case toggleMap
     /// In the map: jump the timeline to the cursor's step and position.
@@ -145,6 +147,8 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.char("p")], keyLabel: "p", action: .pin, context: .global,
                help: "pin a token at the selected position from this step on; the run forks beside the original", hint: "pin"),
     KeyBinding(keys: [.char("u")], keyLabel: "u", action: .unpin, context: .global, help: "remove the pin and its fork", hint: ""),
+    KeyBinding(keys: [.char("f")], keyLabel: "f", action: .toggleForward, context: .global,
+               help: "forward view: the reference noised to this t and rounded, and how much survives", hint: ""),
     KeyBinding(keys: [.char("t")], keyLabel: "t", action: .toggleMap, context: .global,
                help: "trajectory map: every position over every step", hint: "map"),
     KeyBinding(keys: [.char("?"), .char("h")], keyLabel: "?", action: .help, context: .global, help: "this help", hint: "help"),

@@ -172,6 +172,17 @@ struct ExploreCLITests {
         #expect(tokens(a.stdout).count == 12 && tokens(a.stdout) == tokens(b.stdout))
     }
 
+    @Test func forwardViewOfTheReferenceOnTheRealEngine() throws {
+        let dir = try CLI.dataDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // At the last step (t 0, ᾱ ≈ 1) rounding recovers the whole reference from q(x_t | x₀).
+        let r = try CLI.run(["explore"] + CLI.model + ["--data-dir", dir.path, "--index", "0", "--render", "100x30", "--keys", "f,end"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("forward t 0: 100% survive · [START] what is good ? [END]"), "\(r.stdout)")
+        let noisy = try CLI.run(["explore"] + CLI.model + ["--data-dir", dir.path, "--index", "0", "--render", "100x30", "--keys", "f,home"])
+        #expect(noisy.stdout.contains("% survive"), "\(noisy.stdout)")
+    }
+
     @Test func traceWritesTheTrajectoryMapAsSVG() throws {
         let dir = try TrainCLI.tempDir("svg")
         let svg = dir.appendingPathComponent("map.svg")

@@ -90,7 +90,12 @@ public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
         let len = ids.count
         ids += [Int](repeating: padID, count: seqLen - len)
         let mask = [Int](repeating: 0, count: len) + [Int](repeating: 1, count: seqLen - len)
-        return PreparedInput(ids: ids, mask: mask, sourceLength: len, reference: reference)
+        var p = PreparedInput(ids: ids, mask: mask, sourceLength: len, reference: reference)
+        if let reference {
+            let r = reference.lowercased().split(separator: " ").map { index[String($0)] ?? 1 } + [3]
+            p.referenceIDs = Array((r + [Int](repeating: padID, count: seqLen)).prefix(seqLen - len))
+        }
+        return p
     }
 
     /// The target the demo converges to: modernised source words then `[SEP]`, padded.
@@ -195,6 +200,12 @@ public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
             }
             onFrame(f)
         }
+    }
+
+    /// q(x_t | x₀) rounded: each id survives with probability ≈ ᾱ (a seeded coin), else a random word.
+    public func forwardRound(_ ids: [Int], alphaBar: Double, seed: UInt64) -> [Int] {
+        var rng = SplitMix64(seed: seed)
+        return ids.map { rng.nextDouble() < alphaBar ? $0 : 4 + Int(rng.next() % UInt64(vocabulary.count - 4)) }
     }
 
     /// The id of a vocabulary word.

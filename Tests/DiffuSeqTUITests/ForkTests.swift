@@ -89,6 +89,24 @@ struct ForkTests {
         #expect(h.model.companions.count == 1 && h.model.companions[0].state == .done)
     }
 
+    @Test func forwardViewBesideTheReverseRun() {
+        var h = makeExplorer(size: (100, 30), steps: 50)
+        h.send(.key(.char("f")))
+        #expect(h.model.forwardOpen)
+        let last = h.model.forwardCache[49] ?? []
+        #expect(last.count == h.model.input?.referenceIDs.count)
+        #expect(view(h.model).text.contains("forward t 0: "))
+        h.send(.key(.home))                                   // the noisiest step: little survives
+        #expect(h.model.forwardCache[0] != nil)
+        let line = forwardLine(h.model)
+        #expect(line.hasPrefix("forward t \(h.model.frames[0].t): ") && line.contains("% survive"))
+        h.send(.key(.char("f")))
+        #expect(!forwardLine(h.model).isEmpty && !view(h.model).text.contains("% survive"))
+        var plain = makeExplorer(reference: nil)
+        plain.send(.key(.char("f")))
+        #expect(!plain.model.forwardOpen && plain.model.notice?.contains("needs a reference") == true)
+    }
+
     @Test(arguments: [(80, 24), (40, 12)])
     func forkViewSnapshots(size: (Int, Int)) {
         var h = makeExplorer(size: size, steps: 50)
