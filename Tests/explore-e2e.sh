@@ -6,7 +6,8 @@
 #          Tests/explore-e2e.sh .build/release/diffuseq explore            (the built-in model, once installed)
 #
 # Starts BINARY ARGS in a 100×30 tmux session from an interactive shell, then plays, pauses, steps, scrubs,
-# selects a position, edits the source and re-runs, adds a seed (re-run) and hides seed 2, opens help, resizes
+# selects a position, edits the source and re-runs, adds a seed (re-run) and hides seed 2, clears the source with
+# Ctrl-U and runs a new one, opens the trajectory map and jumps, pins a token (fork) and unpins, opens help, resizes
 # (60×20, 30×8, back),
 # quits with q and checks that the terminal is restored (stty state unchanged, prompt visible), then starts it
 # again and stops it with Ctrl-C. Screens are saved to $E2E_OUT (default: a temp dir). Exits non-zero on failure.
@@ -100,6 +101,43 @@ if [ "$NSEEDS2" -eq $((NSEEDS + 1)) ]; then ok "seed added ($NSEEDS → $NSEEDS2
 keys 2
 expect_screen seed-toggled "2 ○ "
 keys Escape
+
+# Ctrl-U clears the field, then a new sentence is typed and run; a bracketed paste (its newline does not
+# press Enter) adds the end.
+keys e
+keys C-u
+tmux send-keys -t "$S" -l "how do i"
+tmux set-buffer -b e2e $' learn\n'
+tmux paste-buffer -p -d -b e2e -t "$S"
+sleep 0.3
+if screen | grep -Eq "Source how do i learn" && screen | grep -q "Enter run"; then ok "typed and pasted into the field (still editing)"; else fail "paste into the field"; fi
+keys Enter
+expect_screen ctrl-u-new-source "Source how do i learn *$" 10
+expect_screen ctrl-u-rerun-done "✓ done" 120
+
+# The trajectory map: open it, move the cursor back in time, jump the timeline there.
+keys End
+keys t
+expect_screen map-open "Trajectory map" 10
+keys Left Left Left
+MAPSTEP=$(screen | grep -Eo 'step [0-9]+/[0-9]+' | head -1 | sed -E 's/step ([0-9]+)\/.*/\1/')
+keys Enter
+if wait_for "Timeline" 5 && [ -n "$MAPSTEP" ] && [ "$(step_of)" = "$MAPSTEP" ]; then ok "map jump to step $MAPSTEP"; else fail "map jump (map step $MAPSTEP, timeline step $(step_of))"; fi
+save map-jumped
+
+# Pin the first listed neighbour at this step: the fork appears beside the original; u removes it.
+keys p
+expect_screen pin-prompt "pin pos [0-9]+ from step" 10
+keys 1
+expect_screen fork-shown "fork@$MAPSTEP" 10
+if wait_for "fork@$MAPSTEP [0-9]+=.*(BLEU|[a-z])" 60 && ! screen | grep -q "failed"; then
+    ok "fork sampled beside the original"
+else
+    fail "fork not shown (or failed)"
+fi
+save fork
+keys u
+if wait_for "fork@" 1; then fail "unpin left the fork"; else ok "unpin removed the fork"; fi
 
 keys '?'
 expect_screen help "Help"

@@ -290,6 +290,8 @@ struct BenchExplore: ParsableCommand {
             let engine = packed ? "packed (\(SamplingEngine.packedISA), \(ComputeContext.process.threads) threads)" : "OpenBLAS"
             let last = m.runs.map(\.lastFrameMs)
             let obj: [String: Any] = ["model": loaded.name, "redraw_ms_mean": m.redraw.meanMs, "redraw_ms_p95": m.redraw.p95Ms,
+                                      "map_redraw_ms_mean": m.mapRedraw.meanMs, "map_redraw_ms_p95": m.mapRedraw.p95Ms,
+                                      "map_positions": m.mapPositions, "map_steps": m.mapSteps,
                                       "first_frame_ms": m.firstFrameMs, "last_frame_ms": m.lastFrameMs, "frames": m.frames,
                                       "ui_busy_ms": m.uiBusyMs, "runs": m.runs.count, "last_frame_ms_all": last,
                                       "first_frame_ms_all": m.runs.map(\.firstFrameMs), "gemm_floor_ms_per_step": floorMs,
@@ -298,6 +300,8 @@ struct BenchExplore: ParsableCommand {
             let b = blasLine()
             print("model \(loaded.name); sampling engine \(engine); BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
             print(String(format: "key → redraw (120×40, 4 seeds): mean %.2f ms, p95 %.2f ms   (target ≤ 16 ms)", m.redraw.meanMs, m.redraw.p95Ms))
+            print(String(format: "key → redraw, trajectory map open (120×40, %d steps × %d positions): mean %.2f ms, p95 %.2f ms   (target ≤ 16 ms)",
+                         m.mapSteps, m.mapPositions, m.mapRedraw.meanMs, m.mapRedraw.p95Ms))
             print(String(format: "Enter → first frame: median %.1f ms of %d runs   (target ≤ 100 ms)", m.firstFrameMs, m.runs.count))
             print(String(format: "Enter → last frame (%d steps): median %.0f ms of %d runs, range %.0f–%.0f   (target ≤ 2000 ms)",
                          m.frames, m.lastFrameMs, m.runs.count, last.min() ?? .nan, last.max() ?? .nan))

@@ -60,12 +60,16 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         guard !src.isEmpty else { throw PrepareError(description: "the source is empty; type a sentence") }
         let g = generator.prepare(source: src, target: reference ?? "")
         let lenX = SequenceBuilder.sourceLength(mask: g.mask)
+        let referenceIDs = reference == nil ? [] : Array(g.ids[lenX...])
         var ids = g.ids
         for i in lenX..<ids.count { ids[i] = padID }
         if let fit = g.fit, fit.truncated, fit.kept == 0 {
             throw PrepareError(description: "the source does not fit in L = \(seqLen) positions")
         }
-        return PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference, warning: g.fit?.warning)
+        var p = PreparedInput(ids: ids, mask: g.mask, sourceLength: lenX, reference: reference, warning: g.fit?.warning,
+                              droppedSourceTokens: g.fit.map { max(0, $0.wordpieces - $0.kept) } ?? 0)
+        p.referenceIDs = referenceIDs
+        return p
     }
 
     /// Sampler options of an explorer run: every step decoded, steps capped at T.
@@ -91,6 +95,39 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         _ = try generator.sampler.run(ids: ids, mask: mask, batch: b, seeds: seeds,
                                       options: options(sampler: sampler, steps: steps),
                                       isCancelled: isCancelled, onFrame: onFrame)
+    }
+
+    /// One seed's run resumed at `fork.step` from that step's x_t (one row), with `fork.pins` (positions of
+    /// that row) held at their tokens' embeddings; the noise stream is the seed's, so with no pins the frames
+    /// equal the original run's from that step on (`DiffusionSampler.run(start:pins:)`).
+    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+              isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+        guard input.ids.count == seqLen, input.mask.count == seqLen else {
+            throw PrepareError(description: "the input has \(input.ids.count) positions, the model \(seqLen)")
+        }
+        let d = generator.sampler.model.config.hiddenDim
+        guard fork.xt.count == seqLen * d else {
+            throw PrepareError(description: "the fork's x_t has \(fork.xt.count) values, expected T·D = \(seqLen * d)")
+        }
+        runLock.lock()
+        defer { runLock.unlock() }
+        if isCancelled() { return }
+        let previous = fork.previous.flatMap { $0.batch == 1 && $0.x0.count == seqLen * d ? $0 : nil }
+        _ = try generator.sampler.run(ids: input.ids, mask: input.mask, batch: 1, seeds: [seed],
+                                      options: options(sampler: sampler, steps: steps),
+                                      start: SamplerStart(step: fork.step, xt: fork.xt, previous: previous),
+                                      pins: fork.pins, isCancelled: isCancelled, onFrame: onFrame)
+    }
+
+    func forwardRound(_ ids: [Int], alphaBar: Double, seed: UInt64) -> [Int] {
+        generator.sampler.forwardRound(ids: ids, alphaBar: alphaBar, seed: seed).map { Int($0) }
+    }
+
+    func tokenID(_ word: String) -> Int? {
+        let w = PythonText.strip(word)
+        if let id = tokenizer.id(for: w) { return id }
+        let pieces = tokenizer.encode(w)
+        return pieces.count == 1 ? pieces[0] : nil
     }
 
     func neighbours(of vector: [Float], k: Int) -> [Neighbour] { generator.sampler.neighbours(of: vector, k: k) }

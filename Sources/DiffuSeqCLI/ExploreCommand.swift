@@ -26,7 +26,8 @@ struct ExploreCommand: ParsableCommand {
         Without a terminal use --render WxH [--keys "…"]: the explorer runs headless (each run sampled to the end \
         at once), the keys are applied and the final screen is printed as text. Keys are comma-separated: key \
         names (space left right up down home end tab backtab enter esc backspace delete pgup pgdn comma), single \
-        characters (q [ ] ? e s m < > 1 + …), text:WORDS, tick[:N], click:X:Y, resize:WxH. \
+        characters (q [ ] ? e s m < > 1 + …), ctrl-a … ctrl-z, alt-b, alt-f, text:WORDS (typed), paste:WORDS (a \
+        bracketed paste), tick[:N], click:X:Y, resize:WxH. \
         Example: --render 80x24 --keys "home,],],down,down".
         """)
 
@@ -38,7 +39,7 @@ struct ExploreCommand: ParsableCommand {
     @Option(name: .long, help: "Folder with train/valid/test.jsonl: explore one of its examples (see --index).") var dataDir: String?
     @Option(name: .long, help: "Split to read from --data-dir.") var split: String = "test"
     @Option(name: .long, help: "0-based example index in --data-dir's split.") var index: Int?
-    @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them).") var seeds: String = "42"
+    @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them); SEED:SAMPLER:STEPS adds a comparison of that seed with another sampler on the same noise (e.g. 42,42:dpm-solver++:20).") var seeds: String = "42"
     @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
     @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
     @Option(name: .long, help: "Nearest embeddings listed by the inspector.") var neighbours: Int = 8
@@ -52,7 +53,9 @@ struct ExploreCommand: ParsableCommand {
         try runReporting {
             installCompute(latencyForBatchOne: true)  // batch-1 products on OpenBLAS: keep its workers awake between them
             let kind = try parseSampler(sampler)
-            let seedList = try parseSeeds(seeds)
+            let plain = seeds.split(separator: ",").filter { !$0.contains(":") }.joined(separator: ",")
+            let comparisons = try parseComparisons(seeds)
+            let seedList = try parseSeeds(plain.isEmpty ? comparisons.first.map { String($0.seed) } ?? "" : plain)
             guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }
             if let s = steps, s < 1 { throw CLIError("--steps must be at least 1") }
             guard neighbours >= 1 else { throw CLIError("--neighbours must be at least 1") }
@@ -75,8 +78,12 @@ struct ExploreCommand: ParsableCommand {
                 eprint("note: --steps \(s) capped at the model's T = \(backend.diffusionSteps)")
             }
             let n = min(steps ?? 200, backend.diffusionSteps)
-            let config = ExplorerConfig(source: source, reference: reference, seeds: seedList, sampler: kind,
+            var config = ExplorerConfig(source: source, reference: reference, seeds: seedList, sampler: kind,
                                         steps: n, neighbourCount: neighbours)
+            config.comparisons = comparisons.map { ($0.seed, $0.sampler, min($0.steps, backend.diffusionSteps)) }
+            if let bad = comparisons.first(where: { !seedList.contains($0.seed) }) {
+                throw CLIError("--seeds: the comparison \(bad.seed):\(bad.sampler.rawValue):\(bad.steps) needs seed \(bad.seed) among the seeds")
+            }
             if measure {
                 let m = measureExplorerDetailed(backend: backend, source: source, steps: n)
                 print("\(backend.modelName): \(m.redraw)")
@@ -143,6 +150,22 @@ func parseSeeds(_ s: String) throws -> [UInt64] {
     return out
 }
 
+/// Parses the SEED:SAMPLER:STEPS entries of --seeds (plain seeds are skipped).
+func parseComparisons(_ s: String) throws -> [(seed: UInt64, sampler: SamplerKind, steps: Int)] {
+    var out: [(seed: UInt64, sampler: SamplerKind, steps: Int)] = []
+    for part in s.split(separator: ",") where part.contains(":") {
+        let f = part.split(separator: ":", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard f.count == 3, let seed = UInt64(f[0]), let n = Int(f[2]), n >= 1 else {
+            throw CLIError("--seeds: \"\(part)\" is not SEED:SAMPLER:STEPS (e.g. 42:dpm-solver++:20)")
+        }
+        guard let k = SamplerKind(rawValue: f[1]) else {
+            throw CLIError("--seeds: \"\(part)\": sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        out.append((seed, k, n))
+    }
+    return out
+}
+
 /// Parses "WxH" for --render.
 func parseSize(_ s: String) throws -> (Int, Int) {
     let parts = s.lowercased().split(separator: "x", omittingEmptySubsequences: false)
@@ -169,6 +192,10 @@ func parseKeyScriptReporting(_ s: String) throws -> [ScriptStep] {
 /// rebuilt.
 struct ExplorerMeasurement {
     var redraw: RedrawBenchmark
+    /// Key → redraw with the trajectory map open over the whole run.
+    var mapRedraw: RedrawBenchmark
+    /// Positions and steps the map covers.
+    var mapPositions = 0, mapSteps = 0
     var firstFrameMs: Double
     var lastFrameMs: Double
     var frames: Int
@@ -183,6 +210,8 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
     let src = source ?? ExploreCommand.fallbackSource
     let n = min(max(1, steps), max(1, backend.diffusionSteps))
     let redraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n)
+    let mapRedraw = benchmarkRedraw(backend: backend, source: src, size: (120, 40), seeds: seeds, steps: n, mapOpen: true)
+    let mapPositions = (try? backend.prepare(source: src, reference: nil)).map { backend.seqLen - $0.sourceLength } ?? 0
     var runs: [LiveRunMeasurement] = []
     for r in 0..<max(1, repeats) {
         // A different edit each time, so no run repeats the previous source.
@@ -193,7 +222,7 @@ func measureExplorerDetailed(backend: any ExplorerBackend, source: String? = nil
         let s = xs.sorted()
         return s.isEmpty ? .nan : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
     }
-    return ExplorerMeasurement(redraw: redraw, firstFrameMs: med(runs.map(\.firstFrameMs)), lastFrameMs: med(runs.map(\.lastFrameMs)),
+    return ExplorerMeasurement(redraw: redraw, mapRedraw: mapRedraw, mapPositions: mapPositions, mapSteps: n, firstFrameMs: med(runs.map(\.firstFrameMs)), lastFrameMs: med(runs.map(\.lastFrameMs)),
                                frames: runs.last?.frames ?? 0, uiBusyMs: med(runs.map(\.uiBusyMs)), runs: runs)
 }
 
@@ -205,57 +234,45 @@ struct LiveRunMeasurement {
     var uiBusyMs: Double
 }
 
-/// Opens the explorer without running, edits the source, presses Enter, and drains frames from the sampling
-/// thread like ExplorerRunLoop (which also wakes on keys; none are pressed here).
+/// Times a live run through the explorer's run loop: no input, every screen built as the terminal would
+/// get it; stops once the run has ended and its last screen is drawn.
+final class MeasureIO: ExplorerIO {
+    let clock = ContinuousClock()
+    let t0: ContinuousClock.Instant
+    var first: Double?, last: Double?
+    init(t0: ContinuousClock.Instant) { self.t0 = t0 }
+    func wait(timeoutMs: Int, wakeFD: Int32) {
+        var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, wakeFD >= 0 ? 1 : 0, Int32(max(0, timeoutMs)))
+    }
+    func readMessages(more: inout Bool) -> [ExplorerMessage] { more = false; return [] }
+    func present(_ screen: ScreenBuffer, driver: ExplorerDriver) {
+        let d = clock.now - t0
+        let now = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        let m = driver.model
+        if first == nil && !m.frames.isEmpty { first = now }
+        if last == nil && m.expectedCount > 0 && m.frames.count >= m.expectedCount { last = now }
+    }
+    func shouldStop(_ driver: ExplorerDriver) -> Bool { driver.model.runState != .sampling && !driver.dirty }
+    var timedTicks: Bool { true }
+}
+
+/// Opens the explorer without running, edits the source, presses Enter, and runs the explorer's run loop
+/// (`runExplorerLoop`, as the terminal does; no keys are pressed) until the run ends.
 func measureLiveRun(backend: any ExplorerBackend, source src: String, edit: String, steps n: Int, seeds liveSeeds: [UInt64]) -> LiveRunMeasurement {
-    var model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
+    let model = ExplorerModel(backend: backend, config: ExplorerConfig(source: src, seeds: liveSeeds, steps: n),
                               width: 120, height: 40)
-    model.deferDerived = true
-    _ = update(&model, .key(.char("e")))
-    for ch in edit { _ = update(&model, .key(.char(ch))) }
-    _ = view(model)
-    let queue = MessageQueue()
-    var worker: SamplingWorker?
+    let driver = ExplorerDriver(model: model, executor: ThreadedExecutor(), deriveEveryMessage: false)
+    driver.send(.key(.char("e")))
+    for ch in edit { driver.send(.key(.char(ch))) }
+    _ = driver.render()
     let clock = ContinuousClock()
     let t0 = clock.now
-    for e in update(&model, .key(.enter)) {
-        if case .startRun(let r) = e { worker = SamplingWorker(request: r, backend: backend, queue: queue) }
-    }
-    _ = view(model)
-    func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
-    var first: Double?, last: Double?
-    var done = false
-    // Like the run loop: sleep until frames arrive (or 40 ms), apply them, and draw following
-    // RedrawPolicy — the first and the last frame at once, the others at most every 33 ms.
-    var lastDraw = clock.now - RedrawPolicy.interval
-    var dirty = false, urgent = false
-    var uiBusy = Duration.zero
-    while !done {
-        var timeout = 40
-        if dirty { timeout = min(timeout, max(0, Int(ms(lastDraw + RedrawPolicy.interval - clock.now)))) }
-        queue.wait(timeoutMs: timeout)
-        let busyStart = clock.now
-        for m in queue.drain() {
-            _ = update(&model, m)
-            dirty = true
-            if RedrawPolicy.isUrgent(m) { urgent = true }
-            switch m {
-            case .runFinished, .runCancelled, .runFailed: done = true
-            default: break
-            }
-        }
-        if dirty && (urgent || clock.now - lastDraw >= RedrawPolicy.interval) {
-            prepareForDraw(&model)
-            _ = view(model)
-            lastDraw = clock.now
-            dirty = false
-            urgent = false
-            let now = ms(clock.now - t0)
-            if first == nil && !model.frames.isEmpty { first = now }
-            if last == nil && model.expectedCount > 0 && model.frames.count >= model.expectedCount { last = now }
-        }
-        uiBusy += clock.now - busyStart
-    }
-    worker.map { _ = $0.finished.wait(timeout: .now() + 5) }
-    return LiveRunMeasurement(firstFrameMs: first ?? .nan, lastFrameMs: last ?? .nan, frames: model.frames.count, uiBusyMs: ms(uiBusy))
+    driver.send(.key(.enter))
+    let io = MeasureIO(t0: t0)
+    let stats = runExplorerLoop(driver, io: io)
+    driver.shutdown(waitSeconds: 5)
+    let busy = Double(stats.busy.components.seconds) * 1000 + Double(stats.busy.components.attoseconds) / 1e15
+    return LiveRunMeasurement(firstFrameMs: io.first ?? .nan, lastFrameMs: io.last ?? .nan,
+                              frames: driver.model.frames.count, uiBusyMs: busy)
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DiffuSeqCore
+import DiffuSeqTUI
 import Foundation
 
 /// `diffuseq trace`: every step of a reverse diffusion as JSON lines (what the explorer shows, for scripts).
@@ -52,6 +53,8 @@ struct TraceCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("SDEdit edit strength F in (0, 1]: start at the fraction F of the steps from the noised source copy (1 = pure noise).", valueName: "F")) var startFromSource: Double = 1
     @Option(name: .customLong("top-k-neighbours"), help: "Also list the K nearest embeddings of x̂₀ per position.") var topK: Int = 0
     @Option(name: .long, help: "Output file (written atomically). Default: stdout.") var output: String?
+    @Option(name: .long, help: ArgumentHelp("Also write the trajectory map of the first example and seed as an SVG picture.",
+                                            valueName: "FILE")) var svg: String?
 
     func run() throws {
         try runReporting {
@@ -88,9 +91,11 @@ struct TraceCommand: ParsableCommand {
             eprint("trace: \(backend.modelName) — \(inputs.count) example(s), sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
 
             var lines = 0
+            let picture = FrameCollector()
             let body: (_ emit: (String) throws -> Void) throws -> Void = { emit in
                 for (e, inp) in inputs.enumerated() {
-                    try trace(backend: backend, example: e, input: inp, seeds: seedList, options: opts, emit: emit)
+                    try trace(backend: backend, example: e, input: inp, seeds: seedList, options: opts,
+                              collect: e == 0 && svg != nil ? picture : nil, emit: emit)
                     lines += opts.steps * seedList.count
                 }
             }
@@ -102,12 +107,31 @@ struct TraceCommand: ParsableCommand {
             } else {
                 try body { print($0) }
             }
+            if let svg, let first = inputs.first {
+                let lenX = SequenceBuilder.sourceLength(mask: first.mask)
+                let grid = TrajectoryGrid(frames: picture.frames, row: 0, positions: lenX..<backend.seqLen, padID: backend.padID,
+                                          expectedSteps: opts.steps)
+                var sentence = ""
+                if let f = picture.frames.last, f.decoded.count >= f.seqLen {
+                    sentence = backend.decode(f.decoded[min(lenX, f.seqLen)..<f.seqLen].map(Int.init))
+                }
+                let title = "\(backend.modelName) · seed \(seedList[0]) · \(kind.rawValue), \(opts.steps) steps · "
+                    + PythonText.strip(first.origin == "--text" ? text.first ?? "" : first.origin)
+                let doc = TrajectorySVG.render(grid: grid, token: { backend.token($0) }, title: title, sentence: sentence)
+                try AtomicFile.write(to: URL(fileURLWithPath: svg)) { w in try w.write(Data(doc.utf8)) }
+                eprint("wrote \(svg) (trajectory map: \(grid.positions.count) positions × \(grid.steps) steps)")
+            }
         }
+    }
+
+    /// Keeps the frames of the run drawn by `--svg` (their x_t and x̂₀ dropped: the map needs tokens and margins).
+    final class FrameCollector {
+        var frames: [DiffusionFrame] = []
     }
 
     /// Samples one example and emits its lines.
     func trace(backend: EngineBackend, example: Int, input: GenerationInput, seeds: [UInt64], options: SamplerOptions,
-               emit: (String) throws -> Void) throws {
+               collect: FrameCollector? = nil, emit: (String) throws -> Void) throws {
         let b = seeds.count
         let lenX = SequenceBuilder.sourceLength(mask: input.mask)
         var ids: [Int] = [], mask: [Int] = []
@@ -121,6 +145,12 @@ struct TraceCommand: ParsableCommand {
             try sampler.run(ids: ids, mask: mask, batch: b, seeds: seeds, options: options,
                             isCancelled: { Interrupt.requested || failure != nil }, onFrame: { f in
                 guard failure == nil else { return }
+                if let collect {
+                    var slim = f
+                    slim.xt = []
+                    slim.x0 = []
+                    collect.frames.append(slim)
+                }
                 do {
                     for r in 0..<b {
                         try emit(TraceLine.json(frame: f, row: r, example: example, origin: origin, seed: seeds[r],

@@ -10,16 +10,23 @@ public struct PreparedInput: Sendable, Equatable {
     public var sourceLength: Int
     /// Decoded reference (dataset examples), if any.
     public var reference: String?
-    /// A warning to show (the source was truncated to fit), if any.
+    /// A warning to show (the source was truncated to fit: wordpieces kept of how many, positions left), if any.
     public var warning: String?
+    /// Source tokens that did not fit the model's sequence (the source was cut to fit; the explorer says so).
+    public var droppedSourceTokens: Int
+    /// (T − sourceLength) the reference's ids on the target part (empty without a reference): the x₀ of the
+    /// forward view.
+    public var referenceIDs: [Int] = []
 
     /// Creates a prepared input.
-    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?, warning: String? = nil) {
+    public init(ids: [Int], mask: [Int], sourceLength: Int, reference: String?, warning: String? = nil,
+                droppedSourceTokens: Int = 0) {
         self.ids = ids
         self.mask = mask
         self.sourceLength = sourceLength
         self.reference = reference
         self.warning = warning
+        self.droppedSourceTokens = droppedSourceTokens
     }
 }
 
@@ -45,6 +52,16 @@ public protocol ExplorerBackend: AnyObject, Sendable {
     func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
                 isCancelled: @escaping @Sendable () -> Bool,
                 onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
+    /// Resumes the run of one seed at `fork.step` from `fork.xt` with the same noise stream, holding the pinned
+    /// positions at their tokens' embeddings from that step on; frames have the original indices
+    /// (`fork.step` … steps−1). With no pins the frames equal the original run's bit for bit.
+    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+              isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
+    /// Rounds q(x_t | x₀) of `ids` (the reference's target ids) at ᾱ = `alphaBar` with noise from `seed`:
+    /// the ids rounding recovers at that noise level.
+    func forwardRound(_ ids: [Int], alphaBar: Double, seed: UInt64) -> [Int]
+    /// The vocabulary id of a typed word (nil when it is not one token).
+    func tokenID(_ word: String) -> Int?
     /// The k vocabulary embeddings nearest to `vector` (D floats), nearest first.
     func neighbours(of vector: [Float], k: Int) -> [Neighbour]
     /// Official sentence BLEU of hypothesis vs reference (NLTK method4), on whitespace tokens.

@@ -44,7 +44,7 @@ public struct ExplorerLayout: Equatable {
             let rightW = min(44, max(28, w / 3))
             let leftW = w - rightW - 1
             let refH = hasRef ? min(3, max(2, bodyH / 6)) : 0
-            let seedH = min(m.seeds.count + 2, max(3, bodyH - refH - 5))
+            let seedH = min(m.seeds.count + m.companions.count + 2, max(3, bodyH - refH - 5))
             let tokH = bodyH - refH - seedH
             tokens = Rect(x: 0, y: bodyTop, width: leftW, height: tokH)
             seeds = Rect(x: 0, y: bodyTop + tokH, width: leftW, height: seedH)
@@ -61,7 +61,7 @@ public struct ExplorerLayout: Equatable {
             var spare = avail - (tokH + insH + seedH)
             if spare > 0 && hasRef { refH = 1; spare -= 1 }
             if spare > 0 { noiseH = 1; spare -= 1 }
-            if spare > 0 { let add = min(spare, m.seeds.count); seedH += add; spare -= add }
+            if spare > 0 { let add = min(spare, m.seeds.count + m.companions.count); seedH += add; spare -= add }
             if spare > 0 { let add = min(spare, 3); insH += add; spare -= add }
             if spare > 0 { tokH += spare; spare = 0 }
             if spare < 0 { tokH = max(1, tokH + spare) }

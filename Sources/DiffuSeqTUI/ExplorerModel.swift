@@ -8,6 +8,8 @@ public struct ExplorerConfig: Sendable {
     public var reference: String?
     /// Seeds sampled side by side (the first visible one is the primary seed). 1–9 seeds.
     public var seeds: [UInt64]
+    /// (seed, sampler, steps) runs beside the main run on the same noise (`--seeds 42:dpm-solver++:20`).
+    public var comparisons: [(seed: UInt64, sampler: SamplerKind, steps: Int)] = []
     /// The reverse process.
     public var sampler: SamplerKind
     /// Number of sampling steps (capped at the model's T).
@@ -54,6 +56,10 @@ public enum ExplorerMode: Equatable, Sendable {
     case editing
     /// The help overlay is open.
     case help
+    /// The trajectory map fills the screen (`t`).
+    case map
+    /// Choosing the token to pin at the selected position (`p`): a neighbour's number or a typed word.
+    case pin
 }
 
 /// One seed of the seed panel.
@@ -81,14 +87,85 @@ public struct RunRequest: Equatable, Sendable {
     public var sampler: SamplerKind
     /// Number of steps.
     public var steps: Int
+    /// When set, the run is a fork of an earlier one: it resumes at a step from that step's x_t with pins.
+    public var fork: ForkSpec? = nil
+}
+
+/// Where a fork resumes: the step index, that step's input x_t and the pinned positions.
+public struct ForkSpec: Equatable, Sendable {
+    /// 0-based step index into the run's steps (as `DiffusionFrame.index`).
+    public var step: Int
+    /// (B, T, D) the x_t that frame `step` had as input.
+    public var xt: [Float]
+    /// Flat row (b·T + position) → token id held at that token's embedding from `step` on.
+    public var pins: [Int: Int]
+    /// The frame of step − 1 of the same row, when known: DPM-Solver++(2M) is multistep, and its second-order
+    /// update at `step` needs the previous x̂₀ (without it the fork's first update is first order).
+    public var previous: DiffusionFrame?
+    /// Creates a fork specification.
+    public init(step: Int, xt: [Float], pins: [Int: Int], previous: DiffusionFrame? = nil) {
+        self.step = step
+        self.xt = xt
+        self.pins = pins
+        self.previous = previous
+    }
+
+    public static func == (a: ForkSpec, b: ForkSpec) -> Bool {
+        a.step == b.step && a.xt == b.xt && a.pins == b.pins && a.previous?.index == b.previous?.index
+            && a.previous?.x0 == b.previous?.x0
+    }
+}
+
+/// What a companion run compares with the main run.
+public enum CompanionKind: Equatable, Sendable {
+    /// The same seed (the same x_T noise) with another sampler and step count.
+    case sampler(SamplerKind, steps: Int)
+    /// The main run forked at `step` with `position` pinned to token `token`.
+    case fork(step: Int, position: Int, token: Int)
+}
+
+/// A run shown beside the main run on one of its seeds: another sampler on the same noise, or a fork.
+public struct Companion: Sendable {
+    /// What it compares.
+    public var kind: CompanionKind
+    /// The seed (its noise stream is the main run's row of that seed).
+    public var seed: UInt64
+    /// The run id of its frames.
+    public var runID: Int
+    /// Frames received (x_t and x̂₀ dropped: only tokens and the read-out are shown).
+    public var frames: [DiffusionFrame] = []
+    /// Run state.
+    public var state: RunState = .sampling
+    /// Decoded sentences by frame index.
+    public var sentences: [Int: String] = [:]
+    /// BLEU against the reference by frame index.
+    public var bleu: [Int: Double] = [:]
+
+    /// The frame whose t is the nearest to `t` (steps of two samplers aligned by the diffusion time).
+    public func frameIndex(alignedTo t: Int) -> Int? {
+        guard !frames.isEmpty else { return nil }
+        var best = 0
+        for (i, f) in frames.enumerated() where abs(f.t - t) < abs(frames[best].t - t) { best = i }
+        return best
+    }
+
+    /// A short label: "dpm-solver++·20" or "fork@57".
+    public var label: String {
+        switch kind {
+        case .sampler(let k, let n): return "\(k.rawValue)·\(n)"
+        case .fork(let step, _, _): return "fork@\(step + 1)"
+        }
+    }
 }
 
 /// Side effects `update` asks the run loop to perform.
 public enum ExplorerEffect: Equatable, Sendable {
     /// Start sampling in the background (after cancelling any run in flight).
     case startRun(RunRequest)
-    /// Cancel the run in flight, if any.
+    /// Cancel every run in flight.
     case cancelRun
+    /// Cancel the run with this id (a companion that was replaced or removed).
+    case cancelRunID(Int)
     /// Leave the explorer (the run loop restores the terminal).
     case quit
 }
@@ -113,6 +190,8 @@ public enum ExplorerMessage: Sendable {
     case runCancelled(runID: Int)
     /// Run `runID` failed.
     case runFailed(runID: Int, message: String)
+    /// Derived view data computed by the interpreter (see `pendingDerivations`).
+    case derived(DerivedResult)
 }
 
 /// Cache key for nearest neighbours.
@@ -123,6 +202,12 @@ public struct NeighbourKey: Hashable, Sendable {
     public var position: Int
     /// Batch row.
     public var row: Int
+    /// Creates a key.
+    public init(step: Int, position: Int, row: Int) {
+        self.step = step
+        self.position = position
+        self.row = row
+    }
 }
 
 /// Diversity among the visible seeds at the last step.
@@ -137,7 +222,9 @@ public struct DiversityStats: Equatable, Sendable {
     public var mbrRow: Int
 }
 
-/// The explorer's whole state (Elm-style model). Derived caches are refreshed by `update`, so `view` stays pure.
+/// The explorer's whole state (Elm-style model). Derived caches (sentences, neighbours, BLEU, diversity) are
+/// filled by the interpreter through `pendingDerivations` → `ExplorerMessage.derived`, so `update` and `view`
+/// stay pure: neither calls the engine (only the backend's constant look-ups: token text, PAD id, sizes).
 public struct ExplorerModel {
     /// The engine.
     public let backend: any ExplorerBackend
@@ -161,14 +248,31 @@ public struct ExplorerModel {
     public var neighbourCount: Int
     /// Keyboard focus.
     public var mode: ExplorerMode = .normal
+    /// The map cursor: frame index and sequence position.
+    public var mapStep = 0, mapPosition = 0
+    /// The help page shown.
+    public var helpPage = 0
     /// The mode to return to when help closes.
     public var modeBeforeHelp: ExplorerMode = .normal
     /// Edit buffer (graphemes) and cursor while editing.
     public var editText: [Character] = []
     /// Cursor position in `editText`.
     public var editCursor: Int = 0
+    /// True while the field shows the old sentence untouched: the first printable key (or a paste)
+    /// replaces it; moving the cursor or editing first keeps it.
+    public var editPristine = false
+    /// The sentences run in this session, oldest first (↑/↓ in the edit field).
+    public var history: [String] = []
+    /// Position in `history` while browsing it (nil: the text being typed).
+    public var historyIndex: Int?
+    /// The text being typed, kept while browsing the history.
+    public var historyDraft: [Character] = []
     /// Current run id.
     public var runID: Int = 0
+    /// The last run id handed out (main and companion runs share the counter).
+    public var lastRunID: Int = 0
+    /// The word typed in the pin prompt.
+    public var pinText: [Character] = []
     /// Seeds, sampler and steps of the current run.
     public var runSeeds: [UInt64] = []
     /// Sampler of the current run.
@@ -179,10 +283,6 @@ public struct ExplorerModel {
     public var runState: RunState = .idle
     /// Frames received so far (x_t dropped after its norms are taken, to save memory).
     public var frames: [DiffusionFrame] = []
-    /// When true, `update` with a `.frame` does not fill the view's caches (sentence, neighbours, BLEU) for
-    /// the new step: a run loop that draws less often than frames arrive calls `prepareForDraw` before
-    /// `view` instead, so the work is done only for frames that are shown. False: every update fills them.
-    public var deferDerived = false
     /// Per frame, (B·T) ‖x_t‖ and ‖x̂₀‖.
     public var xtNorms: [[Float]] = []
     /// Per frame, (B·T) ‖x̂₀‖.
@@ -211,6 +311,14 @@ public struct ExplorerModel {
     public var sentenceCache: [Int: [String]] = [:]
     /// BLEU against the reference per (frame, row).
     public var bleuCache: [NeighbourKey: Double] = [:]
+    /// Whether the forward view (`f`) is shown: the reference noised to the current t and rounded.
+    public var forwardOpen = false
+    /// Forward-view ids (target positions) by frame index.
+    public var forwardCache: [Int: [Int]] = [:]
+    /// Runs shown beside the main run (another sampler on the same noise, forks with a pinned token).
+    public var companions: [Companion] = []
+    /// Companion runs asked for with `--seeds SEED:SAMPLER:STEPS` (re-created for every new main run).
+    public var companionRequests: [(seed: UInt64, sampler: SamplerKind, steps: Int)] = []
     /// Diversity at the last step for the visible seeds.
     public var diversity: DiversityStats?
     /// Whether `quit` was requested.
@@ -229,6 +337,7 @@ public struct ExplorerModel {
         runSampler = config.sampler
         steps = min(config.steps, max(1, backend.diffusionSteps))
         neighbourCount = config.neighbourCount
+        companionRequests = config.comparisons
     }
 
     /// Sequence length T.
@@ -285,20 +394,10 @@ public struct ExplorerModel {
         return last
     }
 
-    /// The decoded target sentence of row `row` at frame `step` (from the cache when present).
+    /// The decoded target sentence of row `row` at frame `step` ("" until the interpreter has decoded it).
     public func sentence(step: Int, row: Int) -> String {
         if let s = sentenceCache[step], s.indices.contains(row) { return s[row] }
-        return computeSentence(step: step, row: row)
-    }
-
-    func computeSentence(step: Int, row: Int) -> String {
-        guard frames.indices.contains(step) else { return "" }
-        let f = frames[step]
-        let t = f.seqLen
-        guard row < f.batch, f.decoded.count >= (row + 1) * t else { return "" }
-        let lo = row * t + min(sourceLength, t)
-        let ids = f.decoded[lo..<(row + 1) * t].map { Int($0) }
-        return backend.decode(ids)
+        return ""
     }
 
     /// The rounded token id at `position` of `row` at the current step.

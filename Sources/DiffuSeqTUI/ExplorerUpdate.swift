@@ -16,28 +16,31 @@ public func update(_ m: inout ExplorerModel, _ msg: ExplorerMessage) -> [Explore
         m.width = max(0, w)
         m.height = max(0, h)
     case .frame(let id, let frame):
-        if id == m.runID { m.receive(frame) }
+        if id == m.runID { m.receive(frame) } else if let i = m.companionIndex(runID: id) {
+            var f = frame
+            f.xt = []
+            f.x0 = []
+            m.companions[i].frames.append(f)
+        }
     case .runFinished(let id):
         if id == m.runID {
             m.runState = .done
             if m.follow { m.step = max(0, m.frames.count - 1) }
-        }
+        } else if let i = m.companionIndex(runID: id) { m.companions[i].state = .done }
     case .runCancelled(let id):
-        if id == m.runID { m.runState = .cancelled }
+        if id == m.runID { m.runState = .cancelled } else if let i = m.companionIndex(runID: id) { m.companions[i].state = .cancelled }
     case .runFailed(let id, let message):
         if id == m.runID {
             m.runState = .failed(message)
             m.playing = false
+        } else if let i = m.companionIndex(runID: id) {
+            m.companions[i].state = .failed(message)
+            m.notice = "\(m.companions[i].label) failed: \(message)"
         }
+    case .derived(let d):
+        m.merge(d)
     }
-    if case .frame = msg, m.deferDerived { return effects }
-    m.refreshDerived()
     return effects
-}
-
-/// Fills the caches `view` needs for the current step (what `update` does unless `deferDerived`).
-public func prepareForDraw(_ m: inout ExplorerModel) {
-    m.refreshDerived()
 }
 
 extension ExplorerModel {
@@ -49,9 +52,15 @@ extension ExplorerModel {
             source = text
             reference = prepared.reference ?? ref
             input = prepared
+            if history.last != text { history.append(text) }
             if !targetRange.contains(selected) { selected = targetRange.lowerBound }
-            defer { if let w = prepared.warning { notice = w } }
-            return startRun()
+            let effects = startRun()
+            if let w = prepared.warning {
+                notice = w
+            } else if prepared.droppedSourceTokens > 0 {
+                notice = "source too long: its last \(prepared.droppedSourceTokens) tokens were cut to fit L = \(seqLen)"
+            }
+            return effects
         } catch {
             notice = "cannot prepare the source: \(error)"
             runState = .failed("\(error)")
@@ -62,7 +71,9 @@ extension ExplorerModel {
     /// Cancels what is in flight and starts a new run with the current input, seeds, sampler and steps.
     mutating func startRun() -> [ExplorerEffect] {
         guard let input else { return [] }
-        runID += 1
+        lastRunID += 1
+        runID = lastRunID
+        companions = []
         runSeeds = seeds.map(\.seed)
         runSampler = sampler
         runSteps = steps
@@ -77,10 +88,39 @@ extension ExplorerModel {
         follow = true
         playing = false
         neighbourCache = [:]
+        forwardCache = [:]
         sentenceCache = [:]
         bleuCache = [:]
         diversity = nil
-        return [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps))]
+        var effects: [ExplorerEffect] = [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps))]
+        for c in companionRequests where runSeeds.contains(c.seed) {
+            effects += startCompanion(.sampler(c.sampler, steps: min(c.steps, max(1, backend.diffusionSteps))), seed: c.seed)
+        }
+        return effects
+    }
+
+    /// Starts a companion run beside the main one (replacing a companion of the same kind: same sampler, or a fork).
+    mutating func startCompanion(_ kind: CompanionKind, seed: UInt64, fork: ForkSpec? = nil) -> [ExplorerEffect] {
+        guard let input else { return [] }
+        lastRunID += 1
+        let c = Companion(kind: kind, seed: seed, runID: lastRunID)
+        let sameSlot = companions.firstIndex { old in
+            switch (old.kind, kind) {
+            case (.fork, .fork): return true
+            case (.sampler, .sampler): return old.seed == seed
+            default: return false
+            }
+        }
+        var effects: [ExplorerEffect] = []
+        if let i = sameSlot {
+            effects.append(.cancelRunID(companions[i].runID))
+            companions[i] = c
+        } else {
+            companions.append(c)
+        }
+        var r = RunRequest(id: c.runID, input: input, seeds: [seed], sampler: runSampler, steps: runSteps, fork: fork)
+        if case .sampler(let k, let n) = kind { r.sampler = k; r.steps = n }
+        return effects + [.startRun(r)]
     }
 
     /// Stores a new frame and its derived per-step statistics.
@@ -99,7 +139,7 @@ extension ExplorerModel {
         }
         xtNorms.append(norms(f.xt))
         x0Norms.append(norms(f.x0))
-        f.xt = []
+        // x_t is kept: a fork (`p`) resumes from the input of the step it forks at.
         let idx = frames.count
         var lc = [Int32](repeating: Int32(idx), count: n)
         var counts = [Int](repeating: 0, count: f.batch)
@@ -149,11 +189,23 @@ extension ExplorerModel {
         notice = nil
         switch mode {
         case .help:
+            let pages = HelpLayout(width: width, height: height).pages.count
+            switch key {
+            case .pageDown, .down, .char(" "): helpPage = min(helpPage + 1, max(0, pages - 1)); return []
+            case .pageUp, .up: helpPage = max(0, helpPage - 1); return []
+            default: break
+            }
             mode = modeBeforeHelp
             if key == .char("q") || key == .ctrlC { return perform(.quit) }
             return []
         case .editing:
             return handleEditKey(key)
+        case .map:
+            if key == .ctrlC { return perform(.quit) }
+            if let a = explorerAction(for: key, in: .map) { return performMap(a) }
+            return []
+        case .pin:
+            return handlePinKey(key)
         case .seeds:
             if key == .ctrlC { return perform(.quit) }
             if let a = explorerAction(for: key, in: .seeds) {
@@ -201,6 +253,8 @@ extension ExplorerModel {
             playing = false
             editText = Array(source)
             editCursor = editText.count
+            editPristine = true
+            historyIndex = nil
         case .seedFocus:
             mode = mode == .seeds ? .normal : .seeds
         case .toggleSeed:
@@ -230,9 +284,43 @@ extension ExplorerModel {
             }
             steps = next
             return startRun()
+        case .toggleForward:
+            guard let ids = input?.referenceIDs, !ids.isEmpty, reference != nil else {
+                notice = "the forward view needs a reference (--data-dir … --index i)"
+                break
+            }
+            forwardOpen.toggle()
+        case .toggleMap:
+            if mode == .map { mode = .normal } else { openMap() }
+        case .pin:
+            guard let f = currentFrame, targetRange.contains(selected), !f.xt.isEmpty else {
+                notice = "pinning needs a computed step and a target position"
+                break
+            }
+            mode = .pin
+            playing = false
+            pinText = []
+        case .unpin:
+            guard companions.contains(where: { if case .fork = $0.kind { return true } else { return false } }) else {
+                notice = "nothing is pinned"
+                break
+            }
+            let forks = companions.filter { if case .fork = $0.kind { return true } else { return false } }
+            companions.removeAll { if case .fork = $0.kind { return true } else { return false } }
+            return forks.map { .cancelRunID($0.runID) }
+        case .compare:
+            return cycleComparison()
+        case .clearComparisons:
+            companionRequests = []
+            let gone = companions.filter { if case .sampler = $0.kind { return true } else { return false } }
+            companions.removeAll { if case .sampler = $0.kind { return true } else { return false } }
+            return gone.map { .cancelRunID($0.runID) }
+        case .mapJump:
+            break
         case .help:
             modeBeforeHelp = mode
             mode = .help
+            helpPage = 0
         case .quit:
             quitRequested = true
             playing = false
@@ -252,7 +340,12 @@ extension ExplorerModel {
         diversity = nil
     }
 
+    /// The longest source the edit field holds (characters); longer input is cut with a notice.
+    static let maxEditLength = 1000
+
     mutating func handleEditKey(_ key: Key) -> [ExplorerEffect] {
+        let pristine = editPristine
+        editPristine = false
         switch key {
         case .escape:
             mode = .normal
@@ -266,25 +359,153 @@ extension ExplorerModel {
             return effects
         case .left: editCursor = max(0, editCursor - 1)
         case .right: editCursor = min(editText.count, editCursor + 1)
-        case .home: editCursor = 0
-        case .end: editCursor = editText.count
+        case .home, .ctrl("a"): editCursor = 0
+        case .end, .ctrl("e"): editCursor = editText.count
         case .backspace:
             if editCursor > 0 { editText.remove(at: editCursor - 1); editCursor -= 1 }
-        case .delete:
+        case .delete, .ctrl("d"):
             if editCursor < editText.count { editText.remove(at: editCursor) }
+        case .ctrl("u"):
+            editText.removeSubrange(0..<editCursor)
+            editCursor = 0
+        case .ctrl("k"):
+            editText.removeSubrange(editCursor..<editText.count)
+        case .ctrl("w"):
+            let start = wordStart(before: editCursor)
+            editText.removeSubrange(start..<editCursor)
+            editCursor = start
+        case .alt("b"): editCursor = wordStart(before: editCursor)
+        case .alt("f"): editCursor = wordEnd(after: editCursor)
+        case .up, .down:
+            browseHistory(older: key == .up)
         case .char(let c):
-            if editText.count < 1000 {
-                editText.insert(c, at: min(editCursor, editText.count))
-                editCursor += 1
-            }
+            insert([c], replacing: pristine)
+        case .paste(let text):
+            // Newlines and tabs of a pasted sentence become spaces (the source is one line).
+            insert(text.map { $0.isNewline || $0 == "\t" ? " " : $0 }, replacing: pristine)
         default:
-            break
+            editPristine = pristine
         }
         return []
     }
 
+    /// Inserts characters at the cursor (replacing the whole field first when asked), up to `maxEditLength`.
+    mutating func insert(_ chars: [Character], replacing: Bool) {
+        if replacing { editText = []; editCursor = 0 }
+        let room = ExplorerModel.maxEditLength - editText.count
+        let taken = chars.prefix(max(0, room))
+        if taken.count < chars.count {
+            notice = "the source is limited to \(ExplorerModel.maxEditLength) characters; \(chars.count - taken.count) were not inserted"
+        }
+        editText.insert(contentsOf: taken, at: min(editCursor, editText.count))
+        editCursor += taken.count
+    }
+
+    /// ↑ (older) / ↓ (newer) through the sentences run this session; below the newest is the draft.
+    mutating func browseHistory(older: Bool) {
+        guard !history.isEmpty else { notice = "no earlier sentences in this session"; return }
+        var i: Int
+        if let h = historyIndex { i = older ? h - 1 : h + 1 } else {
+            guard older else { return }
+            historyDraft = editText
+            i = history.count - 1
+        }
+        i = max(0, i)
+        if i >= history.count {
+            historyIndex = nil
+            editText = historyDraft
+        } else {
+            historyIndex = i
+            editText = Array(history[i])
+        }
+        editCursor = editText.count
+    }
+
+    /// Start of the word before `i` (shell Ctrl-W / Alt-B: skip spaces, then the word).
+    func wordStart(before i: Int) -> Int {
+        var j = min(i, editText.count)
+        while j > 0 && editText[j - 1].isWhitespace { j -= 1 }
+        while j > 0 && !editText[j - 1].isWhitespace { j -= 1 }
+        return j
+    }
+
+    /// End of the word after `i` (Alt-F: skip spaces, then the word).
+    func wordEnd(after i: Int) -> Int {
+        var j = max(0, i)
+        while j < editText.count && editText[j].isWhitespace { j += 1 }
+        while j < editText.count && !editText[j].isWhitespace { j += 1 }
+        return j
+    }
+
+    /// Keys of the pin prompt: a digit picks that neighbour, a typed word + Enter picks its token, Esc cancels.
+    mutating func handlePinKey(_ key: Key) -> [ExplorerEffect] {
+        switch key {
+        case .escape: mode = .normal
+        case .ctrlC: return perform(.quit)
+        case .backspace: if !pinText.isEmpty { pinText.removeLast() }
+        case .char(let c) where pinText.isEmpty && c.wholeNumberValue != nil:
+            let n = c.wholeNumberValue ?? 0
+            let nn = neighbourCache[NeighbourKey(step: step, position: selected, row: primaryRow)] ?? []
+            guard n >= 1, n <= nn.count else { notice = "no neighbour \(n) listed"; return [] }
+            return pin(token: nn[n - 1].id)
+        case .char(let c): if pinText.count < 100 { pinText.append(c) }
+        case .paste(let t): pinText += Array(t.prefix(max(0, 100 - pinText.count)))
+        case .enter:
+            let word = String(pinText).trimmingSpaces
+            guard !word.isEmpty else { notice = "type a word or press a neighbour's number"; return [] }
+            guard let id = backend.tokenID(word) else { notice = "\"\(word)\" is not one token of the vocabulary"; return [] }
+            return pin(token: id)
+        default: break
+        }
+        return []
+    }
+
+    /// Forks the primary seed's run at the current step with the selected position pinned to `token`.
+    mutating func pin(token: Int) -> [ExplorerEffect] {
+        mode = .normal
+        guard let f = currentFrame, let seed = primarySeed else { return [] }
+        let row = primaryRow, t = f.seqLen, d = f.dim
+        guard row < f.batch, f.xt.count >= (row + 1) * t * d else { notice = "this step has no x_t to fork from"; return [] }
+        let xt = Array(f.xt[(row * t * d)..<((row + 1) * t * d)])
+        let previous = step > 0 && frames.indices.contains(step - 1) ? frames[step - 1].row(row) : nil
+        let spec = ForkSpec(step: step, xt: xt, pins: [selected: token], previous: previous)
+        notice = "pinned \(backend.token(token)) at position \(selected) from step \(step + 1); forking…"
+        return startCompanion(.fork(step: step, position: selected, token: token), seed: seed, fork: spec)
+    }
+
+    /// Adds, or moves to the next sampler, a comparison of the primary seed on the same noise.
+    mutating func cycleComparison() -> [ExplorerEffect] {
+        guard let seed = primarySeed, input != nil else { return [] }
+        let order: [SamplerKind] = [.dpmSolver, .ddim, .ddpm, .ddimOfficial]
+        let current = companionRequests.first { $0.seed == seed }?.sampler
+        let candidates = order.filter { $0 != runSampler }
+        let next = current.flatMap { c in candidates.firstIndex(of: c).map { candidates[($0 + 1) % candidates.count] } } ?? candidates[0]
+        let defaults: [SamplerKind: Int] = [.dpmSolver: 20, .ddim: 50]
+        let n = min(defaults[next] ?? runSteps, max(1, backend.diffusionSteps))
+        companionRequests.removeAll { $0.seed == seed }
+        companionRequests.append((seed, next, n))
+        return startCompanion(.sampler(next, steps: n), seed: seed)
+    }
+
+    /// Index of the companion run with this id.
+    func companionIndex(runID id: Int) -> Int? { companions.firstIndex { $0.runID == id } }
+
     mutating func handleClick(x: Int, y: Int) {
         guard mode != .help, mode != .editing else { return }
+        if mode == .map {
+            // A click on a cell moves the map cursor there.
+            let g = MapLayout(width: width, height: height).grid
+            let scale = mapScale
+            guard x >= g.x, x < g.x + scale.columns, y >= g.y, y < g.maxY else { return }
+            let r = targetRange
+            let rowsShown = min(g.height, r.count)
+            let first = max(0, min(mapPosition - r.lowerBound - rowsShown / 2, r.count - rowsShown))
+            let k = first + y - g.y
+            guard k < r.count else { return }
+            mapPosition = r.lowerBound + k
+            mapStep = min(max(0, frames.count - 1), scale.frames(ofColumn: x - g.x).upperBound - 1)
+            return
+        }
         let layout = ExplorerLayout(self)
         if let r = layout.scrubber, y == r.y, x >= r.x, x < r.maxX, r.width > 1 {
             let s = TimelineScale(count: expectedCount, columns: r.width).frame(atColumn: x - r.x)
@@ -301,36 +522,6 @@ extension ExplorerModel {
         if let r = layout.seeds, y > r.y, y < r.maxY {
             let n = y - r.y
             if n >= 1 && n <= seeds.count { toggleSeed(n) }
-        }
-    }
-
-    /// Fills the lazy caches the view needs for the current step.
-    mutating func refreshDerived() {
-        guard frames.indices.contains(step) else { return }
-        let f = frames[step]
-        if sentenceCache[step] == nil {
-            sentenceCache[step] = (0..<f.batch).map { computeSentence(step: step, row: $0) }
-        }
-        let row = primaryRow
-        if targetRange.contains(selected), row < f.batch {
-            let key = NeighbourKey(step: step, position: selected, row: row)
-            if neighbourCache[key] == nil {
-                let v = ExplorerModel.vector(f.x0, frame: f, row: row, position: selected)
-                if !v.isEmpty { neighbourCache[key] = backend.neighbours(of: v, k: neighbourCount) }
-            }
-        }
-        if let reference, !reference.isEmpty {
-            let key = NeighbourKey(step: step, position: -1, row: row)
-            if bleuCache[key] == nil {
-                bleuCache[key] = backend.bleu(hypothesis: sentence(step: step, row: row), reference: reference)
-            }
-        }
-        let rows = visibleRows
-        if step == frames.count - 1, runState == .done, rows.count >= 2, diversity?.rows != rows {
-            let sentences = rows.map { sentence(step: step, row: $0) }
-            let d = backend.diversity(sentences)
-            let pick = rows.indices.contains(d.mbrIndex) ? rows[d.mbrIndex] : rows[0]
-            diversity = DiversityStats(rows: rows, selfBLEU: d.selfBLEU, div4: d.div4, mbrRow: pick)
         }
     }
 }

@@ -8,6 +8,12 @@ public func view(_ m: ExplorerModel) -> ScreenBuffer {
         drawTooSmall(m, &buf)
         return buf
     }
+    if m.mode == .map || (m.mode == .help && m.modeBeforeHelp == .map) {
+        drawMap(m, &buf)
+        drawStatus(m, &buf, layout.status)
+        if m.mode == .help { drawHelp(m, &buf) }
+        return buf
+    }
     drawHeader(m, &buf, layout.header)
     if let r = layout.timeline { drawTimeline(m, &buf, r, wide: layout.wide) }
     if let r = layout.tokens { drawTokens(m, &buf, r, wide: layout.wide) }
@@ -62,7 +68,13 @@ public func drawHeader(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
     let label = "Source "
     let lx = r.x + buf.put(label, x: r.x + 1, y: y, style: Style(m.mode == .editing ? .accent : .dim, bold: m.mode == .editing), maxX: r.maxX) + 1
     let avail = r.maxX - lx - 1
-    if m.mode == .editing {
+    if m.mode == .pin {
+        let prompt = "pin pos \(m.selected) from step \(m.step + 1) to: "
+        let px = lx + buf.put(prompt, x: lx, y: y, style: Style(.accent, bold: true), maxX: lx + avail)
+        let w = String(m.pinText)
+        let tx = px + buf.put(TextWidth.truncate(w, to: max(0, lx + avail - px - 1)), x: px, y: y, style: Style(.normal, bold: true), maxX: lx + avail)
+        buf.put(" ", x: tx, y: y, style: Style(.normal, reverse: true), maxX: lx + avail)
+    } else if m.mode == .editing {
         // A horizontally scrolling edit field with a reverse-video cursor.
         let chars = m.editText.flatMap { TextWidth.sanitize(String($0)) }
         let cursor = min(m.editCursor, chars.count)
@@ -362,11 +374,22 @@ public func drawSeeds(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, 
             s += " \(i + 1)\(slot.visible ? "●" : "○")\(slot.seed)\(star)"
         }
         if !summary.isEmpty && m.diversity != nil && atEnd { s += " sB \(Fmt.fixed(m.diversity?.selfBLEU ?? 0, 2)) d4 \(Fmt.fixed(m.diversity?.div4 ?? 0, 2))" }
+        if r.height == 1 {
+            // No room for their lines: name the companions, and the fork's sentence at this step.
+            for c in m.companions {
+                s += " ↳" + c.label
+                if let i = m.companionFrame(c), let text = c.sentences[i] { s += ": " + text }
+            }
+        }
         buf.put(s, x: r.x, y: r.y, style: Style(focused ? .accent : .dim, bold: focused), maxX: r.maxX)
         var y = r.y + 1
         for slot in m.seeds where slot.visible {
             guard y < r.maxY, let row = m.row(ofSeed: slot.seed), !m.frames.isEmpty else { break }
             buf.put("\(slot.seed): " + m.sentence(step: m.step, row: row), x: r.x, y: y, style: Style(.normal), maxX: r.maxX)
+            y += 1
+        }
+        for c in m.companions where y < r.maxY {
+            drawCompanion(m, c, &buf, x: r.x, y: y, maxX: r.maxX)
             y += 1
         }
         return
@@ -393,6 +416,10 @@ public func drawSeeds(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, 
         buf.put(text, x: x, y: y, style: Style(slot.visible ? (row == m.primaryRow ? .normal : .normal) : .quiet, bold: row == m.primaryRow && slot.visible), maxX: r.maxX)
         y += 1
     }
+    for c in m.companions where y < r.maxY - footer {
+        drawCompanion(m, c, &buf, x: r.x + 1, y: y, maxX: r.maxX)
+        y += 1
+    }
     if footer == 1 && r.height >= 2 {
         var sy = r.maxY - 1
         if sy < r.y + 1 { sy = r.y + 1 }
@@ -401,21 +428,68 @@ public func drawSeeds(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, 
     }
 }
 
+/// One companion run's line in the seed panel: what it is, its sentence at the aligned step, BLEU.
+func drawCompanion(_ m: ExplorerModel, _ c: Companion, _ buf: inout ScreenBuffer, x x0: Int, y: Int, maxX: Int) {
+    var label = "↳ \(c.seed) \(c.label)"
+    if case .fork(_, let p, let tok) = c.kind { label += " \(p)=\(m.backend.token(tok))" }
+    var x = x0 + buf.put(label + " ", x: x0, y: y, style: Style(.accent, bold: true), maxX: maxX)
+    let idx = m.companionFrame(c)
+    if let i = idx, let f = c.frames.indices.contains(i) ? c.frames[i] : nil {
+        if case .sampler = c.kind { x += buf.put("t \(f.t) ", x: x, y: y, style: Style(.dim), maxX: maxX) }
+        if let b = c.bleu[i] { x += buf.put("BLEU \(Fmt.fixed(b, 3)) ", x: x, y: y, style: Style(.good, bold: true), maxX: maxX) }
+        buf.put(c.sentences[i] ?? "…", x: x, y: y, style: Style(.normal), maxX: maxX)
+    } else {
+        let why: String
+        switch c.state {
+        case .failed(let e): why = "failed: " + e
+        case .cancelled: why = "cancelled"
+        default:
+            if case .fork(let s, _, _) = c.kind, m.step < s { why = "(forks at step \(s + 1))" } else { why = "…" }
+        }
+        buf.put(why, x: x, y: y, style: Style(.dim), maxX: maxX)
+    }
+}
+
 /// Reference: the dataset example's reference and BLEU of this step's sentence against it.
 public func drawReference(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, wide: Bool) {
     guard r.height > 0, let ref = m.reference, !ref.isEmpty else { return }
     let bleu = m.bleuCache[NeighbourKey(step: m.step, position: -1, row: m.primaryRow)]
     let b = bleu.map { "BLEU \(Fmt.fixed($0, 3))" } ?? "BLEU –"
+    let fwd = m.forwardOpen ? forwardLine(m) : nil
     if !wide || r.height == 1 {
+        if let fwd, r.height == 1 {
+            buf.put(fwd, x: r.x, y: r.y, style: Style(.accent), maxX: r.maxX)
+            return
+        }
         let x = r.x + buf.put("ref ", x: r.x, y: r.y, style: Style(.dim), maxX: r.maxX)
         let bx = x + buf.put(b, x: x, y: r.y, style: Style(bleu == nil ? .dim : .good, bold: true), maxX: r.maxX)
         buf.put(": " + ref, x: bx, y: r.y, style: Style(.dim), maxX: r.maxX)
+        if let fwd, r.height > 1 { buf.put(fwd, x: r.x, y: r.y + 1, style: Style(.accent), maxX: r.maxX) }
         return
     }
     drawSectionHeader(&buf, "Reference", x: r.x, y: r.y, width: r.width, extra: b + " at this step")
-    for (i, l) in wrap(ref, width: max(1, r.width - 2)).prefix(r.height - 1).enumerated() {
-        buf.put(l, x: r.x + 1, y: r.y + 1 + i, style: Style(.normal), maxX: r.maxX)
+    var lines = wrap(ref, width: max(1, r.width - 2))
+    if let fwd { lines = Array(lines.prefix(max(0, r.height - 2))) + [fwd] }
+    for (i, l) in lines.prefix(r.height - 1).enumerated() {
+        buf.put(l, x: r.x + 1, y: r.y + 1 + i, style: Style(fwd != nil && l == fwd ? .accent : .normal), maxX: r.maxX)
     }
+}
+
+/// The forward view's line: the reference's tokens as rounding recovers them from q(x_t | x₀) at this
+/// step's t, and the fraction that survive.
+public func forwardLine(_ m: ExplorerModel) -> String {
+    guard let f = m.currentFrame else { return "forward: –" }
+    guard let fwd = m.forwardCache[m.step], let ref = m.input?.referenceIDs, fwd.count == ref.count else {
+        return "forward q(x_t|x₀) t \(f.t): …"
+    }
+    var kept = 0, total = 0
+    for (a, b) in zip(fwd, ref) where b != m.backend.padID {
+        total += 1
+        if a == b { kept += 1 }
+    }
+    let pct = total == 0 ? 0 : Int((Double(kept) / Double(total) * 100).rounded())
+    let toks = zip(fwd, ref).compactMap { a, b in b == m.backend.padID ? nil : m.backend.token(a) }
+    return "forward t \(f.t): \(pct)% survive · " + toks.joined(separator: " ")
 }
 
 /// The status line: run state and key hints (from the key table) or a notice.
@@ -436,9 +510,17 @@ public func drawStatus(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
         buf.put("│ " + n, x: x, y: r.y, style: Style(.error, bold: true, reverse: true), maxX: r.maxX)
         return
     }
-    let ctx: KeyContext = m.mode == .editing ? .editing : (m.mode == .seeds ? .seeds : .global)
+    let ctx: KeyContext
+    switch m.mode {
+    case .editing: ctx = .editing
+    case .seeds: ctx = .seeds
+    case .map: ctx = .map
+    case .pin: ctx = .pin
+    case .normal, .help: ctx = .global
+    }
     var hints = explorerKeyTable.filter { $0.context == ctx && !$0.hint.isEmpty }.map { ($0.keyLabel, $0.hint) }
-    if m.mode == .help { hints = [("any key", "close help")] }
+    if m.mode == .help { hints = [("↓↑", "page"), ("other keys", "close help")] }
+    if m.mode == .editing && m.editPristine { hints = [("type", "replaces"), ("←→", "keep it")] + hints }
     if ctx == .global {
         // The most useful pairs, shown compactly.
         hints = hints.map { h in
@@ -473,7 +555,7 @@ public func drawStatus(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
 /// The help text, generated from `explorerKeyTable`: (keys, text, isHeading) rows grouped by context.
 public func helpSections() -> [[(String, String, Bool)]] {
     var out: [[(String, String, Bool)]] = []
-    for ctx in [KeyContext.global, .seeds, .editing] {
+    for ctx in KeyContext.allCases {
         var sec: [(String, String, Bool)] = [(ctx.rawValue, "", true)]
         for b in explorerKeyTable where b.context == ctx { sec.append((b.keyLabel, b.help, false)) }
         out.append(sec)
@@ -483,48 +565,99 @@ public func helpSections() -> [[(String, String, Bool)]] {
     return out
 }
 
-/// Draws the help overlay box centred on the screen (two columns when one does not fit).
+/// One line of the help screen: a heading, or a key label with (a wrapped piece of) its text.
+public struct HelpLine: Equatable, Sendable {
+    /// Key label ("" on continuation lines and headings).
+    public var key: String
+    /// Text (the heading's title on headings).
+    public var text: String
+    /// Whether this is a section heading.
+    public var heading: Bool
+}
+
+/// Where the help screen goes and how its lines are paged (pure, from the terminal size: `update` uses it to
+/// page, `view` to draw).
+public struct HelpLayout: Equatable, Sendable {
+    /// The box (border included).
+    public var box: Rect
+    /// Width of the key label column.
+    public var keyWidth: Int
+    /// Columns per page and their width.
+    public var columns: Int, columnWidth: Int
+    /// Text rows per column.
+    public var rows: Int
+    /// Pages → columns → lines.
+    public var pages: [[[HelpLine]]]
+
+    /// Lays the help out in a `width`×`height` terminal: the box fills the screen between the title and
+    /// status rows, texts wrap at word boundaries in their column, and what does not fit goes on further pages.
+    public init(width: Int, height: Int) {
+        box = Rect(x: 0, y: 1, width: max(0, width), height: max(0, height - 2))
+        rows = max(1, box.height - 2)
+        let inner = max(1, box.width - 2)
+        columns = max(1, min(3, inner / 38))
+        columnWidth = inner / columns
+        keyWidth = min(12, max(6, columnWidth / 4))
+        let textWidth = max(1, columnWidth - keyWidth - 3)
+        var flat: [HelpLine] = []
+        for sec in helpSections() {
+            if !flat.isEmpty { flat.append(HelpLine(key: "", text: "", heading: false)) }
+            for (key, text, heading) in sec {
+                if heading { flat.append(HelpLine(key: "", text: key, heading: true)); continue }
+                for (i, piece) in wrap(text, width: textWidth).enumerated() {
+                    flat.append(HelpLine(key: i == 0 ? key : "", text: piece, heading: false))
+                }
+            }
+        }
+        // Flow into columns; a column never starts with a blank line nor ends with a heading.
+        var cols: [[HelpLine]] = [[]]
+        for line in flat {
+            if cols[cols.count - 1].count >= rows {
+                var carry: [HelpLine] = []
+                if let last = cols[cols.count - 1].last, last.heading { carry = [last]; cols[cols.count - 1].removeLast() }
+                cols.append(carry)
+            }
+            if cols[cols.count - 1].isEmpty && line.text.isEmpty && !line.heading { continue }
+            cols[cols.count - 1].append(line)
+        }
+        let per = columns
+        pages = stride(from: 0, to: cols.count, by: per).map { Array(cols[$0..<min(cols.count, $0 + per)]) }
+    }
+}
+
+/// Draws the help screen: a box over the panels with the current page of the key table.
 public func drawHelp(_ m: ExplorerModel, _ buf: inout ScreenBuffer) {
-    let sections = helpSections()
-    let total = sections.reduce(0) { $0 + $1.count } + sections.count - 1
-    let w = min(buf.width - 2, total + 2 > buf.height - 2 ? 96 : 64)
-    let rowsAvail = buf.height - 4
-    guard w > 10, rowsAvail > 1 else { return }
-    // Pack sections into columns.
-    let twoCols = total > rowsAvail && w >= 56
-    var columns: [[(String, String, Bool)]] = [[]]
-    for sec in sections {
-        if twoCols, columns.count == 1, !columns[0].isEmpty, columns[0].count + 1 + sec.count > rowsAvail { columns.append([]) }
-        if !columns[columns.count - 1].isEmpty { columns[columns.count - 1].append(("", "", false)) }
-        columns[columns.count - 1] += sec
+    let layout = HelpLayout(width: buf.width, height: buf.height)
+    let b = layout.box
+    guard b.width >= 12, b.height >= 4 else { return }
+    buf.fill(b)
+    buf.fill(Rect(x: b.x, y: b.y, width: b.width, height: 1), with: "─", style: Style(.border))
+    buf.fill(Rect(x: b.x, y: b.maxY - 1, width: b.width, height: 1), with: "─", style: Style(.border))
+    for y in b.y..<b.maxY {
+        buf.put("│", x: b.x, y: y, style: Style(.border))
+        buf.put("│", x: b.maxX - 1, y: y, style: Style(.border))
     }
-    let rows = min(rowsAvail, columns.map(\.count).max() ?? 0)
-    let h = rows + 2
-    let x0 = (buf.width - w) / 2, y0 = max(0, (buf.height - 1 - h) / 2)
-    buf.fill(Rect(x: x0, y: y0, width: w, height: h))
-    buf.fill(Rect(x: x0, y: y0, width: w, height: 1), with: "─", style: Style(.border))
-    buf.fill(Rect(x: x0, y: y0 + h - 1, width: w, height: 1), with: "─", style: Style(.border))
-    for y in y0..<(y0 + h) {
-        buf.put("│", x: x0, y: y, style: Style(.border))
-        buf.put("│", x: x0 + w - 1, y: y, style: Style(.border))
-    }
-    buf.put("┌", x: x0, y: y0, style: Style(.border)); buf.put("┐", x: x0 + w - 1, y: y0, style: Style(.border))
-    buf.put("└", x: x0, y: y0 + h - 1, style: Style(.border)); buf.put("┘", x: x0 + w - 1, y: y0 + h - 1, style: Style(.border))
-    buf.put(" Help ", x: x0 + 2, y: y0, style: Style(.title, bold: true))
-    buf.put(" any key closes ", x: x0 + w - 17, y: y0 + h - 1, style: Style(.dim))
-    let colW = (w - 2) / columns.count
-    let keyW = min(13, colW / 3)
-    for (ci, col) in columns.enumerated() {
-        let cx = x0 + 1 + ci * colW
-        let maxX = ci == columns.count - 1 ? x0 + w - 1 : cx + colW - 1
-        for (i, l) in col.prefix(rows).enumerated() {
-            let y = y0 + 1 + i
-            if i == rows - 1 && col.count > rows { buf.put(" …", x: cx, y: y, style: Style(.dim)); break }
-            if l.2 {
-                buf.put(" " + l.0, x: cx, y: y, style: Style(.title, bold: true), maxX: maxX)
+    buf.put("┌", x: b.x, y: b.y, style: Style(.border)); buf.put("┐", x: b.maxX - 1, y: b.y, style: Style(.border))
+    buf.put("└", x: b.x, y: b.maxY - 1, style: Style(.border)); buf.put("┘", x: b.maxX - 1, y: b.maxY - 1, style: Style(.border))
+    let page = min(max(0, m.helpPage), max(0, layout.pages.count - 1))
+    buf.put(" Help ", x: b.x + 2, y: b.y, style: Style(.title, bold: true))
+    let footer = layout.pages.count > 1
+        ? (b.width >= 60 ? " page \(page + 1)/\(layout.pages.count) · ↓ PgDn space: more · ↑ PgUp: back · other keys close "
+                         : " \(page + 1)/\(layout.pages.count) ↓↑ page · other: close ")
+        : " any key closes "
+    let fw = TextWidth.width(of: footer)
+    buf.put(footer, x: max(b.x + 1, b.maxX - 1 - fw), y: b.maxY - 1, style: Style(.dim), maxX: b.maxX - 1)
+    guard layout.pages.indices.contains(page) else { return }
+    for (ci, col) in layout.pages[page].enumerated() {
+        let cx = b.x + 1 + ci * layout.columnWidth
+        let maxX = min(b.maxX - 1, cx + layout.columnWidth)
+        for (i, l) in col.enumerated() {
+            let y = b.y + 1 + i
+            if l.heading {
+                buf.put(" " + l.text, x: cx, y: y, style: Style(.title, bold: true), maxX: maxX)
             } else {
-                buf.put(" " + l.0, x: cx, y: y, style: Style(.key, bold: true), maxX: cx + keyW)
-                buf.put(l.1, x: cx + keyW + 1, y: y, style: Style(.normal), maxX: maxX)
+                buf.put(" " + l.key, x: cx, y: y, style: Style(.key, bold: true), maxX: cx + layout.keyWidth + 1)
+                buf.put(l.text, x: cx + layout.keyWidth + 2, y: y, style: Style(.normal), maxX: maxX)
             }
         }
     }

@@ -17,6 +17,7 @@ public struct KeyScriptError: Error, CustomStringConvertible, Equatable {
 ///   `backspace`, `delete`, `pgup`, `pgdn`, `ctrl-c`, `comma` (a literal `,`);
 /// - a single character, typed as is: `q`, `[`, `]`, `?`, `1`, `+`, `<`…;
 /// - `text:SOME WORDS` — types the characters (a `\,` inside is a comma, `\\` a backslash);
+/// - `paste:SOME WORDS` — a bracketed paste of the text; `ctrl-a` … `ctrl-z`, `alt-b`, `alt-f` (any `alt-X`);
 /// - `tick` or `tick:N` — N play ticks; `click:X:Y` — a mouse click at column X, row Y (0-based);
 /// - `resize:WxH` — the terminal is resized.
 /// Example: `"space,tick:20,space,right,right,[,tab,e,text:Thou shalt,enter,s,2,q"`.
@@ -38,6 +39,18 @@ public func parseKeyScript(_ script: String) throws -> [ScriptStep] {
         let lower = raw.lowercased()
         if lower.hasPrefix("text:") {
             for ch in raw.dropFirst(5) { steps.append(.message(.key(.char(ch)))) }
+            continue
+        }
+        if lower.hasPrefix("paste:") {
+            steps.append(.message(.key(.paste(String(raw.dropFirst(6))))))
+            continue
+        }
+        if lower != "ctrl-c", lower.count == 6, lower.hasPrefix("ctrl-"), let c = lower.last, c.isLetter {
+            steps.append(.message(.key(.ctrl(c))))
+            continue
+        }
+        if lower.count == 5, lower.hasPrefix("alt-"), let c = raw.last {
+            steps.append(.message(.key(.alt(c))))
             continue
         }
         if lower.hasPrefix("tick") {
@@ -71,68 +84,55 @@ public func parseKeyScript(_ script: String) throws -> [ScriptStep] {
     return steps
 }
 
-/// Collects frames from a synchronous `sample` call.
-///
-/// Sendable (unchecked): `sample` calls back on the calling thread (headless runs are synchronous), so only one
-/// thread ever touches `frames`.
-final class FrameCollector: @unchecked Sendable {
-    var frames: [DiffusionFrame] = []
-}
-
-/// Drives the model synchronously: `.startRun` samples on the calling thread and applies every frame at once.
+/// The explorer driven synchronously (tests, `--render`, the redraw benchmark): the one interpreter
+/// (`ExplorerDriver`) with runs sampled to the end on the calling thread and derived data computed after
+/// every message.
 public struct HeadlessExplorer {
+    /// The interpreter.
+    public let driver: ExplorerDriver
     /// The model.
-    public var model: ExplorerModel
+    public var model: ExplorerModel { driver.model }
     /// Whether a `.quit` effect was seen.
-    public private(set) var quit = false
+    public var quit: Bool { driver.quit }
 
     /// Creates the driver and starts the first run.
     public init(backend: any ExplorerBackend, config: ExplorerConfig, size: (Int, Int)) {
-        model = ExplorerModel(backend: backend, config: config, width: size.0, height: size.1)
-        send(.start)
+        driver = ExplorerDriver(model: ExplorerModel(backend: backend, config: config, width: size.0, height: size.1),
+                                executor: SynchronousExecutor(), deriveEveryMessage: true)
+        driver.send(.start)
     }
 
     /// Applies a message and performs its effects synchronously.
-    public mutating func send(_ msg: ExplorerMessage) {
-        let effects = update(&model, msg)
-        for e in effects {
-            switch e {
-            case .cancelRun:
-                break
-            case .quit:
-                quit = true
-            case .startRun(let r):
-                let box = FrameCollector()
-                do {
-                    try model.backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
-                                             isCancelled: { false }, onFrame: { box.frames.append($0) })
-                    for f in box.frames { _ = update(&model, .frame(runID: r.id, f)) }
-                    _ = update(&model, .runFinished(runID: r.id))
-                } catch {
-                    for f in box.frames { _ = update(&model, .frame(runID: r.id, f)) }
-                    _ = update(&model, .runFailed(runID: r.id, message: "\(error)"))
-                }
-            }
-        }
+    public mutating func send(_ msg: ExplorerMessage) { driver.send(msg) }
+}
+
+/// Feeds a key script to the run loop, one message per turn, and keeps the last screen.
+final class ScriptIO: ExplorerIO {
+    private var messages: [ExplorerMessage]
+    private var next = 0
+    var last: ScreenBuffer?
+    init(_ steps: [ScriptStep]) { messages = steps.map { switch $0 { case .message(let m): return m } } }
+    func wait(timeoutMs: Int, wakeFD: Int32) {}
+    func readMessages(more: inout Bool) -> [ExplorerMessage] {
+        more = false
+        guard next < messages.count else { return [] }
+        next += 1
+        return [messages[next - 1]]
     }
+    func present(_ screen: ScreenBuffer, driver: ExplorerDriver) { last = screen }
+    func shouldStop(_ driver: ExplorerDriver) -> Bool { next >= messages.count && last != nil && !driver.dirty }
+    var timedTicks: Bool { false }
 }
 
 /// Runs the explorer headlessly: samples synchronously (frames applied immediately), feeds the key script
 /// (see `parseKeyScript` for its syntax; processing stops at `q`) and returns the final screen as text,
 /// one line per row, trailing spaces trimmed. This is what `diffuseq explore --render WxH --keys "…"` prints.
 public func renderHeadless(backend: any ExplorerBackend, config: ExplorerConfig, size: (Int, Int), keys: String) throws -> String {
-    var h = HeadlessExplorer(backend: backend, config: config, size: size)
     let steps = try parseKeyScript(keys)
-    var last = view(h.model)
-    for s in steps {
-        switch s {
-        case .message(let msg):
-            h.send(msg)
-        }
-        if h.quit { break }
-        last = view(h.model)
-    }
-    return last.text
+    let h = HeadlessExplorer(backend: backend, config: config, size: size)
+    let io = ScriptIO(steps)
+    runExplorerLoop(h.driver, io: io)
+    return (io.last ?? h.driver.render()).text
 }
 
 /// Timing of key → redraw (update + view + diff), in milliseconds.
@@ -152,9 +152,15 @@ public struct RedrawBenchmark: Sendable, CustomStringConvertible {
 /// Measures key → redraw time at `size` for a run of `steps` steps over `seeds` seeds on `backend`
 /// (sampled once, synchronously, before timing). Keys cycle through stepping, ±10, selection and play.
 public func benchmarkRedraw(backend: any ExplorerBackend, source: String, size: (Int, Int) = (120, 40),
-                            seeds: [UInt64] = [1, 2, 3, 4], steps: Int = 200, iterations: Int = 400) -> RedrawBenchmark {
+                            seeds: [UInt64] = [1, 2, 3, 4], steps: Int = 200, iterations: Int = 400,
+                            mapOpen: Bool = false) -> RedrawBenchmark {
     var h = HeadlessExplorer(backend: backend, config: ExplorerConfig(source: source, seeds: seeds, steps: steps), size: size)
-    let keys: [Key] = [.left, .left, .down, .char("["), .up, .right, .tab, .char("]"), .home, .end, .left, .down]
+    var keys: [Key] = [.left, .left, .down, .char("["), .up, .right, .tab, .char("]"), .home, .end, .left, .down]
+    if mapOpen {
+        // The trajectory map over the whole run: the cursor moves over steps and positions.
+        h.send(.key(.char("t")))
+        keys = [.left, .left, .down, .char("["), .up, .right, .down, .char("]"), .home, .end, .left, .down]
+    }
     var prev = view(h.model)
     var times: [Double] = []
     var runs = 0
@@ -163,7 +169,7 @@ public func benchmarkRedraw(backend: any ExplorerBackend, source: String, size: 
         let k = keys[i % keys.count]
         let start = clock.now
         h.send(.key(k))
-        let next = view(h.model)
+        let next = h.driver.render()
         runs += next.diff(from: prev).count
         prev = next
         let d = clock.now - start

@@ -20,6 +20,12 @@ public enum Key: Hashable, Sendable {
     case pageUp, pageDown
     /// Ctrl-C when the terminal delivers it as a key.
     case ctrlC
+    /// Ctrl plus a letter (lower case): `.ctrl("a")` is Ctrl-A.
+    case ctrl(Character)
+    /// Alt (Meta) plus a character, sent by terminals as ESC then the character.
+    case alt(Character)
+    /// A bracketed paste: the whole pasted text at once.
+    case paste(String)
 
     /// How the key is written in help text and key scripts.
     public var label: String {
@@ -41,6 +47,9 @@ public enum Key: Hashable, Sendable {
         case .pageUp: return "PgUp"
         case .pageDown: return "PgDn"
         case .ctrlC: return "^C"
+        case .ctrl(let c): return "^" + String(c).uppercased()
+        case .alt(let c): return "M-" + String(c)
+        case .paste: return "paste"
         }
     }
 }
@@ -69,6 +78,20 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
     case cycleSampler
     /// Fewer / more sampling steps.
     case fewerSteps, moreSteps
+    /// Pin a token at the selected position from this step on and fork the run.
+    case pin
+    /// Remove the pin (and its fork).
+    case unpin
+    /// Compare the primary seed with another sampler on the same noise (cycles the sampler).
+    case compare
+    /// Remove the sampler comparisons.
+    case clearComparisons
+    /// Show / hide the forward view of the reference.
+    case toggleForward
+    /// Open / close the trajectory map.
+    case toggleMap
+    /// In the map: jump the timeline to the cursor's step and position.
+    case mapJump
     /// Show the help overlay.
     case help
     /// Quit.
@@ -76,11 +99,15 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
 }
 
 /// Where a binding applies.
-public enum KeyContext: String, Sendable {
+public enum KeyContext: String, CaseIterable, Sendable {
     /// Anywhere outside editing and help.
     case global = "Explore"
     /// While the seed panel has focus (`s`).
     case seeds = "Seed panel (s)"
+    /// While the trajectory map is open (`t`).
+    case map = "Trajectory map (t)"
+    /// While choosing the token to pin (`p`).
+    case pin = "Pinning a token (p)"
     /// While editing the source (`e`).
     case editing = "Editing the source (e)"
 }
@@ -114,20 +141,50 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.down, .tab], keyLabel: "↓ Tab", action: .selectNext, context: .global, help: "next position (or click a token)", hint: "pos"),
     KeyBinding(keys: [.char("e")], keyLabel: "e", action: .edit, context: .global, help: "edit the source, Enter re-runs", hint: "edit"),
     KeyBinding(keys: [.char("s")], keyLabel: "s", action: .seedFocus, context: .global, help: "seed panel focus", hint: "seeds"),
-    KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler ddpm→ddim→dpm-solver++→ddim-official", hint: "sampler"),
+    KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler: ddpm → ddim → dpm-solver++ → ddim-official", hint: "sampler"),
     KeyBinding(keys: [.char("<"), .char(",")], keyLabel: "<", action: .fewerSteps, context: .global, help: "fewer sampling steps", hint: ""),
     KeyBinding(keys: [.char(">"), .char(".")], keyLabel: ">", action: .moreSteps, context: .global, help: "more sampling steps", hint: "steps"),
+    KeyBinding(keys: [.char("p")], keyLabel: "p", action: .pin, context: .global,
+               help: "pin a token at the selected position from this step on; the run forks beside the original", hint: "pin"),
+    KeyBinding(keys: [.char("u")], keyLabel: "u", action: .unpin, context: .global, help: "remove the pin and its fork", hint: ""),
+    KeyBinding(keys: [.char("f")], keyLabel: "f", action: .toggleForward, context: .global,
+               help: "forward view: the reference noised to this t and rounded, and how much survives", hint: ""),
+    KeyBinding(keys: [.char("t")], keyLabel: "t", action: .toggleMap, context: .global,
+               help: "trajectory map: every position over every step", hint: "map"),
     KeyBinding(keys: [.char("?"), .char("h")], keyLabel: "?", action: .help, context: .global, help: "this help", hint: "help"),
     KeyBinding(keys: [.char("q"), .ctrlC], keyLabel: "q", action: .quit, context: .global, help: "quit", hint: "quit"),
     KeyBinding(keys: (1...9).compactMap { Character(String($0)) }.map { Key.char($0) }, keyLabel: "1–9",
                action: .toggleSeed, context: .seeds, help: "show / hide seed n", hint: "toggle"),
     KeyBinding(keys: [.char("+"), .char("=")], keyLabel: "+", action: .addSeed, context: .seeds, help: "add a seed (re-runs)", hint: "add"),
     KeyBinding(keys: [.char("-"), .char("_")], keyLabel: "-", action: .removeSeed, context: .seeds, help: "remove the last seed", hint: "remove"),
+    KeyBinding(keys: [.char("c")], keyLabel: "c", action: .compare, context: .seeds,
+               help: "compare the first seed with another sampler on the same noise (again: next sampler)", hint: "compare"),
+    KeyBinding(keys: [.char("x")], keyLabel: "x", action: .clearComparisons, context: .seeds, help: "remove the comparisons", hint: ""),
     KeyBinding(keys: [.char("s"), .escape], keyLabel: "s Esc", action: .seedFocus, context: .seeds, help: "leave the seed panel", hint: "back"),
+    KeyBinding(keys: (1...9).compactMap { Character(String($0)) }.map { Key.char($0) }, keyLabel: "1–9", action: nil, context: .pin,
+               help: "pin that neighbour of the inspector's list", hint: "neighbour"),
+    KeyBinding(keys: [.enter], keyLabel: "word Enter", action: nil, context: .pin, help: "pin the typed word (one vocabulary token)", hint: "pin word"),
+    KeyBinding(keys: [.escape], keyLabel: "Esc", action: nil, context: .pin, help: "cancel", hint: "cancel"),
+    KeyBinding(keys: [.left, .right], keyLabel: "← →", action: nil, context: .map, help: "one column of steps", hint: "step"),
+    KeyBinding(keys: [.char("["), .char("]")], keyLabel: "[ ]", action: nil, context: .map, help: "ten columns", hint: ""),
+    KeyBinding(keys: [.home, .end], keyLabel: "Home End", action: nil, context: .map, help: "first / last step", hint: ""),
+    KeyBinding(keys: [.up, .down], keyLabel: "↑ ↓", action: nil, context: .map, help: "previous / next position", hint: "pos"),
+    KeyBinding(keys: [.enter], keyLabel: "Enter", action: .mapJump, context: .map,
+               help: "jump the timeline to this step and position", hint: "jump"),
+    KeyBinding(keys: [.char("t"), .escape], keyLabel: "t Esc", action: .toggleMap, context: .map, help: "close the map", hint: "close"),
     KeyBinding(keys: [.enter], keyLabel: "Enter", action: nil, context: .editing, help: "run the edited source (live paraphrase)", hint: "run"),
     KeyBinding(keys: [.escape], keyLabel: "Esc", action: nil, context: .editing, help: "cancel the edit", hint: "cancel"),
-    KeyBinding(keys: [.left, .right, .home, .end], keyLabel: "← → Home End", action: nil, context: .editing, help: "move the cursor", hint: ""),
+    KeyBinding(keys: [.left, .right, .home, .end, .ctrl("a"), .ctrl("e")], keyLabel: "←→ ^A ^E", action: nil, context: .editing,
+               help: "move the cursor (Home, End too)", hint: ""),
+    KeyBinding(keys: [.alt("b"), .alt("f")], keyLabel: "M-b M-f", action: nil, context: .editing,
+               help: "one word back / forward", hint: ""),
+    KeyBinding(keys: [.ctrl("u"), .ctrl("k"), .ctrl("w")], keyLabel: "^U ^K ^W", action: nil, context: .editing,
+               help: "delete to the start / to the end / the word before", hint: "clear"),
     KeyBinding(keys: [.backspace, .delete], keyLabel: "Bksp Del", action: nil, context: .editing, help: "delete a character", hint: ""),
+    KeyBinding(keys: [.up, .down], keyLabel: "↑ ↓", action: nil, context: .editing,
+               help: "sentences run in this session", hint: "history"),
+    KeyBinding(keys: [], keyLabel: "type", action: nil, context: .editing,
+               help: "the first key replaces the old sentence unless the cursor moved; paste works", hint: ""),
 ]
 
 /// The action bound to `key` in `context`, if any (seed-panel bindings fall back to global ones).
@@ -135,7 +192,7 @@ public func explorerAction(for key: Key, in context: KeyContext) -> ExplorerActi
     if let b = explorerKeyTable.first(where: { $0.context == context && $0.action != nil && $0.keys.contains(key) }) {
         return b.action
     }
-    if context == .seeds {
+    if context == .seeds || context == .map {
         return explorerKeyTable.first(where: { $0.context == .global && $0.keys.contains(key) })?.action
     }
     return nil

@@ -168,6 +168,31 @@ struct ExploreCLITests {
         #expect(tokens(a.stdout).count == 12 && tokens(a.stdout) == tokens(b.stdout))
     }
 
+    @Test func forwardViewOfTheReferenceOnTheRealEngine() throws {
+        let dir = try CLI.dataDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // At the last step (t 0, ᾱ ≈ 1) rounding recovers the whole reference from q(x_t | x₀).
+        let r = try CLI.run(["explore"] + CLI.model + ["--data-dir", dir.path, "--index", "0", "--render", "100x30", "--keys", "f,end"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("forward t 0: 100% survive · [START] what is good ? [END]"), "\(r.stdout)")
+        let noisy = try CLI.run(["explore"] + CLI.model + ["--data-dir", dir.path, "--index", "0", "--render", "100x30", "--keys", "f,home"])
+        #expect(noisy.stdout.contains("% survive"), "\(noisy.stdout)")
+    }
+
+    @Test func traceWritesTheTrajectoryMapAsSVG() throws {
+        let dir = try TrainCLI.tempDir("svg")
+        let svg = dir.appendingPathComponent("map.svg")
+        let r = try CLI.run(["trace"] + CLI.model + ["--text", "how are you", "--steps", "12", "--svg", svg.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("trajectory map:") && r.stderr.contains("× 12 steps"), "\(r.stderr)")
+        let text = try String(contentsOf: svg, encoding: .utf8)
+        #expect(text.hasPrefix("<?xml") && text.contains("<svg") && text.hasSuffix("</svg>\n"))
+        #expect(text.contains("final: "))
+        // An unwritable path is an error naming it; nothing is left behind.
+        let bad = try CLI.run(["trace"] + CLI.model + ["--text", "how", "--steps", "2", "--svg", "/nonexistent-dir/m.svg"])
+        #expect(bad.status != 0 && bad.stderr.contains("/nonexistent-dir/m.svg"), "\(bad.stderr)")
+    }
+
     @Test func badKeyScriptFailsWithAMessage() throws {
         let r = try CLI.run(["explore"] + CLI.model + ["--text", "how", "--render", "80x24", "--keys", "home,bogus"])
         #expect(r.status != 0)

@@ -55,7 +55,7 @@ struct BufferTests {
 
     @Test func renderHeadlessRunsTheScript() throws {
         let out = try renderHeadless(backend: DemoExplorerBackend(), config: ExplorerConfig(source: demoSource, seeds: [1, 2], steps: 30),
-                                     size: (100, 30), keys: "home,right,right,down,e,text: ye,enter,s,2,q,right")
+                                     size: (100, 30), keys: "home,right,right,down,e,end,text: ye,enter,s,2,q,right")
         let lines = out.components(separatedBy: "\n")
         #expect(lines.count == 30)
         #expect(out.contains("Source thou shalt love thy neighbour as thyself ye"))

@@ -3,7 +3,8 @@ import DiffuSeqTUI
 
 /// A deterministic stand-in engine for tests, demos and the end-to-end script: a small vocabulary,
 /// an archaic→modern "paraphrase", tokens that settle over the steps and D-dimensional embeddings.
-public final class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
+/// Not final: test doubles subclass it and override one call (counting, truncating, wrong rounding).
+public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
     /// Display name.
     public let modelName: String
     /// T.
@@ -89,7 +90,12 @@ public final class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
         let len = ids.count
         ids += [Int](repeating: padID, count: seqLen - len)
         let mask = [Int](repeating: 0, count: len) + [Int](repeating: 1, count: seqLen - len)
-        return PreparedInput(ids: ids, mask: mask, sourceLength: len, reference: reference)
+        var p = PreparedInput(ids: ids, mask: mask, sourceLength: len, reference: reference)
+        if let reference {
+            let r = reference.lowercased().split(separator: " ").map { index[String($0)] ?? 1 } + [3]
+            p.referenceIDs = Array((r + [Int](repeating: padID, count: seqLen)).prefix(seqLen - len))
+        }
+        return p
     }
 
     /// The target the demo converges to: modernised source words then `[SEP]`, padded.
@@ -180,6 +186,30 @@ public final class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
             onStep?()
         }
     }
+
+    /// The demo's fork: the seed's run replayed (it is deterministic per seed), frames from `fork.step` on,
+    /// with the pinned positions showing their tokens (and, from the next step, their modernised neighbours).
+    public func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+                     isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+        try sample(input, seeds: [seed], sampler: sampler, steps: steps, isCancelled: isCancelled) { f in
+            guard f.index >= fork.step else { return }
+            var f = f
+            for (row, id) in fork.pins where row < f.rounded.count {
+                f.rounded[row] = Int32(id)
+                f.decoded[row] = Int32(id)
+            }
+            onFrame(f)
+        }
+    }
+
+    /// q(x_t | x₀) rounded: each id survives with probability ≈ ᾱ (a seeded coin), else a random word.
+    public func forwardRound(_ ids: [Int], alphaBar: Double, seed: UInt64) -> [Int] {
+        var rng = SplitMix64(seed: seed)
+        return ids.map { rng.nextDouble() < alphaBar ? $0 : 4 + Int(rng.next() % UInt64(vocabulary.count - 4)) }
+    }
+
+    /// The id of a vocabulary word.
+    public func tokenID(_ word: String) -> Int? { index[word.lowercased()] }
 
     /// Brute-force nearest embeddings by squared distance.
     public func neighbours(of vector: [Float], k: Int) -> [Neighbour] {

@@ -39,20 +39,44 @@ struct ScreenTests {
         assertSnapshot(text, named: "screen-30x8-too-small")
     }
 
-    @Test func helpOverlayIsGeneratedFromTheKeyTable() {
-        var h = makeExplorer(size: (80, 24))
+    @Test(arguments: [(80, 24), (40, 12), (120, 40)])
+    func helpFitsWrapsAtWordsAndPages(size: (Int, Int)) {
+        var h = makeExplorer(size: size)
         h.send(.key(.char("?")))
-        let b = view(h.model)
-        let text = b.text
-        for binding in explorerKeyTable {
-            #expect(text.contains(String(binding.help.prefix(12))), "help lacks \(binding.help)")
+        let layout = HelpLayout(width: size.0, height: size.1)
+        var shown: [HelpLine] = []
+        for page in layout.pages.indices {
+            #expect(h.model.helpPage == page)
+            let b = view(h.model)
+            #expect(gridIsAligned(b))
+            let text = b.text
+            for line in layout.pages[page].flatMap({ $0 }) where !line.text.isEmpty {
+                // Every line is drawn whole (nothing cut at the box edge).
+                #expect(text.contains(line.text), "line cut: \(line.text)")
+                shown.append(line)
+            }
+            if size == (80, 24) || size == (40, 12) {
+                assertSnapshot(text, named: "screen-\(size.0)x\(size.1)-help-page\(page + 1)")
+            }
+            h.send(.key(.pageDown))
         }
-        assertSnapshot(text, named: "screen-80x24-help")
+        #expect(h.model.mode == .help)               // paging past the end stays on the last page
+        // Wrapped pieces joined again give every help text of the key table: no word was cut.
+        var entries: [String] = []
+        for l in shown where !l.heading && !l.text.isEmpty {
+            if l.key.isEmpty, !entries.isEmpty { entries[entries.count - 1] += " " + l.text } else { entries.append(l.text) }
+        }
+        for binding in explorerKeyTable { #expect(entries.contains(binding.help), "help lacks \(binding.help)") }
+        h.send(.key(.pageUp))
+        #expect(h.model.helpPage == max(0, layout.pages.count - 2))
+        h.send(.key(.char("x")))
+        #expect(h.model.mode == .normal)
     }
 
     @Test func editingShowsTheFieldAndHints() {
         var h = makeExplorer(size: (80, 24))
         h.send(.key(.char("e")))
+        h.send(.key(.end))
         for ch in " ye" { h.send(.key(.char(ch))) }
         let text = view(h.model).text
         #expect(text.contains("thyself ye"))

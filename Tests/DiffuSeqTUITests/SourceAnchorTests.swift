@@ -4,27 +4,17 @@ import Testing
 
 /// A backend whose x̂₀ rounding on the source part is wrong (as an untrained real model's is): the demo engine
 /// with every source position of every frame rounded to the same word.
-final class WrongSourceRoundingBackend: ExplorerBackend, @unchecked Sendable {
-    let base = DemoExplorerBackend()
-    var modelName: String { base.modelName }
-    var diffusionSteps: Int { base.diffusionSteps }
-    var seqLen: Int { base.seqLen }
-    var padID: Int { base.padID }
-    func token(_ id: Int) -> String { base.token(id) }
-    func decode(_ ids: [Int]) -> String { base.decode(ids) }
-    func prepare(source: String, reference: String?) throws -> PreparedInput { try base.prepare(source: source, reference: reference) }
-    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
-                isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
-        let wrong = Int32(base.vocabulary.firstIndex(of: "water") ?? 4)
-        try base.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled) { f in
+final class WrongSourceRoundingBackend: DemoExplorerBackend, @unchecked Sendable {
+    init() { super.init() }
+    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
+                         isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+        let wrong = Int32(vocabulary.firstIndex(of: "water") ?? 4)
+        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled) { f in
             var f = f
             for b in 0..<f.batch { for p in 0..<input.sourceLength { f.rounded[b * f.seqLen + p] = wrong } }
             onFrame(f)
         }
     }
-    func neighbours(of vector: [Float], k: Int) -> [Neighbour] { base.neighbours(of: vector, k: k) }
-    func bleu(hypothesis: String, reference: String) -> Double { base.bleu(hypothesis: hypothesis, reference: reference) }
-    func diversity(_ sentences: [String]) -> (selfBLEU: Double, div4: Double, mbrIndex: Int) { base.diversity(sentences) }
 }
 
 @Suite("source anchoring")

@@ -7,7 +7,7 @@ let demoReference = "you shall love your neighbour as yourself"
 /// A headless explorer on the demo backend, run to completion.
 func makeExplorer(size: (Int, Int) = (80, 24), seeds: [UInt64] = [42, 7], steps: Int = 50,
                   source: String = demoSource, reference: String? = demoReference,
-                  backend: DemoExplorerBackend = DemoExplorerBackend()) -> HeadlessExplorer {
+                  backend: any ExplorerBackend = DemoExplorerBackend()) -> HeadlessExplorer {
     HeadlessExplorer(backend: backend, config: ExplorerConfig(source: source, reference: reference, seeds: seeds, steps: steps),
                      size: size)
 }

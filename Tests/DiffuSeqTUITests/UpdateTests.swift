@@ -244,24 +244,35 @@ struct UpdateTests {
         #expect(m.runState == .cancelled)
     }
 
-    @Test func deferredCachesGiveTheSameScreenOnceDrawn() {
-        let backend = DemoExplorerBackend()
-        var eager = ExplorerModel(backend: backend, config: ExplorerConfig(source: demoSource, reference: demoReference, steps: 10),
-                                  width: 100, height: 30)
-        var lazy = eager
-        lazy.deferDerived = true
-        guard case .startRun(let r)? = update(&eager, .start).last else { Issue.record("no run"); return }
-        _ = update(&lazy, .start)
+    @Test func updateAndViewNeverCallTheEngineAndDerivedDataGivesTheSameScreen() {
+        let backend = CountingBackend()
+        var lazy = ExplorerModel(backend: backend, config: ExplorerConfig(source: demoSource, reference: demoReference, steps: 10),
+                                 width: 100, height: 30)
+        guard case .startRun(let r)? = update(&lazy, .start).last else { Issue.record("no run"); return }
         let box = Box()
         try? backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps, isCancelled: { false }, onFrame: { box.frames.append($0) })
-        for f in box.frames.prefix(6) {
-            _ = update(&eager, .frame(runID: r.id, f))
-            _ = update(&lazy, .frame(runID: r.id, f))
-        }
-        // Nothing was computed for the frames that were never drawn ...
-        #expect(lazy.sentenceCache.count < eager.sentenceCache.count)
+        backend.calls = 0
+        for f in box.frames { _ = update(&lazy, .frame(runID: r.id, f)) }
+        _ = update(&lazy, .runFinished(runID: r.id))
+        for k: Key in [.left, .down, .char("["), .end, .up] { _ = update(&lazy, .key(k)) }
+        _ = view(lazy)
+        #expect(backend.calls == 0)            // neighbours, decoding and BLEU are effects
+        #expect(lazy.sentenceCache.isEmpty)
+        guard let req = pendingDerivations(lazy) else { Issue.record("nothing pending"); return }
+        #expect(!req.sentences.isEmpty && !req.neighbours.isEmpty && req.bleu.count == 1)
         prepareForDraw(&lazy)
-        // ... and the drawn screen is the same.
+        #expect(pendingDerivations(lazy) == nil)
+        #expect(backend.calls > 0)
+        // The same state reached through the interpreter with derivation after every message.
+        let h = HeadlessExplorer(backend: DemoExplorerBackend(), config: ExplorerConfig(source: demoSource, reference: demoReference, steps: 10),
+                                 size: (100, 30))
+        var eager = h.model
+        for k: Key in [.left, .down, .char("["), .end, .up] { _ = update(&eager, .key(k)) }
+        prepareForDraw(&eager)
+        // Derived data of an older run is dropped.
+        var stale = lazy
+        _ = update(&stale, .derived(DerivedResult(runID: 99, sentences: [NeighbourKey(step: 0, position: -1, row: 0): "x"])))
+        #expect(stale.sentenceCache == lazy.sentenceCache)
         #expect(view(lazy).lines == view(eager).lines)
     }
 
@@ -277,4 +288,22 @@ struct UpdateTests {
 
 final class Box: @unchecked Sendable {
     var frames: [DiffusionFrame] = []
+}
+
+/// The demo engine, counting the calls `update`/`view` must never make.
+final class CountingBackend: DemoExplorerBackend, @unchecked Sendable {
+    var calls = 0
+    init() { super.init() }
+    override func decode(_ ids: [Int]) -> String { calls += 1; return super.decode(ids) }
+    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, isCancelled: @escaping @Sendable () -> Bool,
+                         onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+        calls += 1
+        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled, onFrame: onFrame)
+    }
+    override func neighbours(of vector: [Float], k: Int) -> [Neighbour] { calls += 1; return super.neighbours(of: vector, k: k) }
+    override func bleu(hypothesis: String, reference: String) -> Double { calls += 1; return super.bleu(hypothesis: hypothesis, reference: reference) }
+    override func diversity(_ sentences: [String]) -> (selfBLEU: Double, div4: Double, mbrIndex: Int) {
+        calls += 1
+        return super.diversity(sentences)
+    }
 }

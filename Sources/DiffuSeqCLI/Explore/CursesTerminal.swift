@@ -27,6 +27,8 @@ final class CursesTerminal {
     private var previous: ScreenBuffer?
     private var attrs: [Role: (attr_t, Int16)] = [:]
     private var active = false
+    private var decoder = InputDecoder()
+    private var queued: [TerminalEvent] = []
 
     /// Initialises ncurses (locale, cbreak, keypad, colours, mouse) and installs the signal handlers
     /// that restore the terminal on Ctrl-C, SIGTERM and crashes.
@@ -37,6 +39,7 @@ final class CursesTerminal {
         cn_install_signal_handlers()
         guard cn_setup(mouse ? 1 : 0) == 0 else { throw TerminalError(description: "cannot initialise the terminal (is TERM set?)") }
         active = true
+        CursesTerminal.bracketedPaste(true)
         setUpColours()
     }
 
@@ -46,8 +49,16 @@ final class CursesTerminal {
     func teardown() {
         if active {
             active = false
+            CursesTerminal.bracketedPaste(false)
             cn_teardown()
         }
+    }
+
+    /// Asks the terminal to wrap pastes in ESC [200~ … ESC [201~ (xterm's bracketed paste), so a pasted
+    /// sentence arrives as one `Key.paste` (its newlines do not press Enter).
+    private static func bracketedPaste(_ on: Bool) {
+        fputs(on ? "\u{1B}[?2004h" : "\u{1B}[?2004l", stdout)
+        fflush(stdout)
     }
 
     /// Current size in columns × rows.
@@ -91,7 +102,8 @@ final class CursesTerminal {
     /// Every event ncurses has ready, without waiting (at most `limit`); `more` is set when the
     /// limit stopped the read, so input may still be buffered inside ncurses.
     func readReadyEvents(limit: Int = 256, more: inout Bool) -> [TerminalEvent] {
-        var out: [TerminalEvent] = []
+        var out: [TerminalEvent] = queued
+        queued = []
         more = false
         var reads = 0
         while true {
@@ -101,6 +113,7 @@ final class CursesTerminal {
             reads += 1
             if let ev { out.append(ev) } else if !consumed { break }
         }
+        if !more { out += decoder.flush().map { .key($0) } }
         return out
     }
 
@@ -111,16 +124,10 @@ final class CursesTerminal {
         consumed = Int(kind) != Int(CN_EVENT_NONE)
         switch Int(kind) {
         case Int(CN_EVENT_CHAR):
-            switch code {
-            case 3: return .key(.ctrlC)
-            case 9: return .key(.tab)
-            case 10, 13: return .key(.enter)
-            case 27: return .key(.escape)
-            case 8, 127: return .key(.backspace)
-            default:
-                guard code >= 32, let s = Unicode.Scalar(code) else { return nil }
-                return .key(.char(Character(s)))
-            }
+            // Characters go through the decoder (Ctrl-x, Alt-x, bracketed paste); it may complete several keys.
+            let keys = decoder.feed(code)
+            if keys.count > 1 { queued += keys.dropFirst().map { .key($0) } }
+            return keys.first.map { .key($0) }
         case Int(CN_EVENT_KEY):
             return CursesTerminal.functionKeys[Int(code)].map { .key($0) }
         case Int(CN_EVENT_MOUSE):

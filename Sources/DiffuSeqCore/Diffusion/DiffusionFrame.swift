@@ -82,4 +82,14 @@ public struct DiffusionFrame: Sendable {
         self.batch = batch; self.seqLen = seqLen; self.dim = dim; self.xt = xt; self.x0 = x0
         self.rounded = rounded; self.margin = margin; self.decoded = decoded
     }
+
+    /// Batch row `b` alone, as a frame of batch 1 (a fork of one seed's run starts from it).
+    public func row(_ b: Int) -> DiffusionFrame? {
+        guard b >= 0 && b < batch else { return nil }
+        let t = seqLen, td = seqLen * dim
+        func slice<E>(_ a: [E], _ per: Int) -> [E] { a.count >= (b + 1) * per ? Array(a[(b * per)..<((b + 1) * per)]) : [] }
+        return DiffusionFrame(index: index, count: count, t: self.t, diffusionSteps: diffusionSteps, noise: noise, batch: 1,
+                              seqLen: t, dim: dim, xt: slice(xt, td), x0: slice(x0, td), rounded: slice(rounded, t),
+                              margin: slice(margin, t), decoded: slice(decoded, t))
+    }
 }

@@ -65,7 +65,8 @@ enum Kernels {
         p = p * r + 0.5
         p = p * r + 1
         p = p * r + 1
-        let bits = UInt32(bitPattern: Int32(n) &+ 127) << 23
+        // A NaN input stays NaN (through p); the exponent must not convert NaN to Int32 (a trap with checks on).
+        let bits = UInt32(bitPattern: Int32(n.isNaN ? 0 : n) &+ 127) << 23
         return p * Float(bitPattern: bits)
     }
 

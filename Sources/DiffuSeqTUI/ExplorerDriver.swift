@@ -1,0 +1,355 @@
+// The explorer's one effect interpreter and run loop, shared by the terminal (`diffuseq explore`), the
+// headless renderer (`--render`, the tests) and `diffuseq bench explore`. They differ only in where input
+// comes from and where screens go (`ExplorerIO`) and in how a sampling run executes (`RunExecutor`:
+// synchronously on the calling thread, or on a background thread that streams frames).
+import DiffuSeqCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Messages posted from a sampling thread, drained by the interpreter (lock-protected). A push also
+/// makes `wakeFD` readable, so the loop can sleep in poll(2) on the terminal and this queue at once.
+///
+/// Sendable (unchecked): its mutable state is only touched under `lock`; the pipe fds are set in init.
+public final class MessageQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [ExplorerMessage] = []
+    private var signalled = false
+    private var fds: [Int32] = [-1, -1]
+    private var lastWake = ContinuousClock.now
+
+    /// Creates a queue with its wake-up pipe (without one the loop still wakes on its timeout).
+    public init() {
+        if pipe(&fds) == 0 {
+            for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        } else {
+            fds = [-1, -1]
+        }
+    }
+
+    deinit { for fd in fds where fd >= 0 { close(fd) } }
+
+    /// Readable while messages are waiting (−1 when no pipe could be made).
+    public var wakeFD: Int32 { fds[0] }
+
+    /// Appends a message (any thread). The reader is woken for messages `RedrawPolicy` wants shown at once,
+    /// and otherwise at most once per redraw interval (its poll timeout picks up the rest): a wake-up per
+    /// frame would take a core from the sampling run 100 times a second for frames that are not drawn.
+    public func push(_ m: ExplorerMessage) {
+        let now = ContinuousClock.now
+        lock.lock()
+        items.append(m)
+        let wake = !signalled && (RedrawPolicy.isUrgent(m) || now - lastWake >= RedrawPolicy.interval)
+        if wake { signalled = true; lastWake = now }
+        lock.unlock()
+        if wake && fds[1] >= 0 {
+            var byte: UInt8 = 1
+            _ = write(fds[1], &byte, 1)
+        }
+    }
+
+    /// Takes every queued message (interpreter thread).
+    public func drain() -> [ExplorerMessage] {
+        lock.lock()
+        defer { lock.unlock() }
+        if signalled && fds[0] >= 0 {
+            var sink = [UInt8](repeating: 0, count: 64)
+            while read(fds[0], &sink, sink.count) > 0 {}
+        }
+        signalled = false
+        let out = items
+        items.removeAll(keepingCapacity: true)
+        return out
+    }
+
+    /// Sleeps until a message is waiting or `timeoutMs` passes (for loops without a terminal).
+    public func wait(timeoutMs: Int) {
+        guard fds[0] >= 0 else { usleep(useconds_t(max(0, timeoutMs)) * 1000); return }
+        var p = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, 1, Int32(max(0, timeoutMs)))
+    }
+}
+
+/// When the screen is redrawn while a run streams frames: a key, the first and the last frame of a run
+/// and its end are drawn at once; other frames are applied as they arrive but drawn at most every
+/// `interval`, so drawing never takes a core from sampling.
+public enum RedrawPolicy {
+    /// Minimum time between two draws caused by streaming frames alone.
+    public static let interval = Duration.milliseconds(33)
+
+    /// Whether a message must be shown without waiting for `interval`.
+    public static func isUrgent(_ m: ExplorerMessage) -> Bool {
+        switch m {
+        case .frame(_, let f): return f.index == 0 || f.index == f.count - 1
+        case .tick, .derived: return false
+        default: return true
+        }
+    }
+}
+
+/// Executes `ExplorerEffect.startRun` / `.cancelRun`; results come back as messages posted to `post`.
+public protocol RunExecutor: AnyObject {
+    /// Starts `request` on `backend` (runs already in flight go on unless cancelled).
+    func start(_ request: RunRequest, backend: any ExplorerBackend, post: @escaping @Sendable (ExplorerMessage) -> Void)
+    /// Cancels every run in flight.
+    func cancel()
+    /// Cancels the run with this id, if it is in flight.
+    func cancel(id: Int)
+    /// Cancels everything and waits (at most `seconds`) for background work to stop.
+    func shutdown(waitSeconds: Double)
+}
+
+/// Runs each sampling request to the end on the calling thread (headless rendering and tests: deterministic).
+public final class SynchronousExecutor: RunExecutor {
+    /// Creates the executor.
+    public init() {}
+    /// Samples `request` now, posting every frame and the outcome before returning.
+    public func start(_ r: RunRequest, backend: any ExplorerBackend, post: @escaping @Sendable (ExplorerMessage) -> Void) {
+        do {
+            try execute(r, backend: backend, isCancelled: { false }, post: post)
+            post(.runFinished(runID: r.id))
+        } catch {
+            post(.runFailed(runID: r.id, message: "\(error)"))
+        }
+    }
+    /// Nothing runs in the background.
+    public func cancel() {}
+    /// Nothing runs in the background.
+    public func cancel(id: Int) {}
+    /// Nothing runs in the background.
+    public func shutdown(waitSeconds: Double) {}
+}
+
+/// Runs one request on the engine: a whole run, or a fork of one seed's run (frames posted as they come).
+func execute(_ r: RunRequest, backend: any ExplorerBackend, isCancelled: @escaping @Sendable () -> Bool,
+             post: @escaping @Sendable (ExplorerMessage) -> Void) throws {
+    if let fork = r.fork {
+        try backend.fork(r.input, seed: r.seeds.first ?? 0, sampler: r.sampler, steps: r.steps, from: fork,
+                         isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
+    } else {
+        try backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
+                           isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
+    }
+}
+
+/// A cancellation flag shared with a sampling thread.
+///
+/// Sendable (unchecked): `value` is only read and written under `lock`.
+final class CancelFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
+    func set() {
+        lock.lock()
+        value = true
+        lock.unlock()
+    }
+}
+
+/// Runs each request on its own background thread (cancelled runs stop at their next step; the engine
+/// serialises runs, so a companion run starts when the one before it has finished).
+public final class ThreadedExecutor: RunExecutor {
+    private final class Worker: @unchecked Sendable {
+        let id: Int
+        let cancel = CancelFlag()
+        let finished = DispatchSemaphore(value: 0)
+        init(id: Int) { self.id = id }
+    }
+    private var running: [Worker] = []
+    private var retired: [Worker] = []
+
+    /// Creates the executor.
+    public init() {}
+
+    /// Starts `r` on a new thread.
+    public func start(_ r: RunRequest, backend: any ExplorerBackend, post: @escaping @Sendable (ExplorerMessage) -> Void) {
+        let w = Worker(id: r.id)
+        let cancel = w.cancel, finished = w.finished
+        let thread = Thread {
+            do {
+                try execute(r, backend: backend, isCancelled: { cancel.isSet }, post: post)
+                post(cancel.isSet ? .runCancelled(runID: r.id) : .runFinished(runID: r.id))
+            } catch {
+                post(.runFailed(runID: r.id, message: "\(error)"))
+            }
+            finished.signal()
+        }
+        thread.stackSize = 16 << 20
+        thread.name = "diffuseq-sample-\(r.id)"
+        thread.start()
+        running.removeAll { $0.finished.wait(timeout: .now()) == .success }
+        running.append(w)
+        retired.removeAll { $0.finished.wait(timeout: .now()) == .success }
+    }
+
+    /// Cancels every run in flight.
+    public func cancel() {
+        for w in running { w.cancel.set() }
+        retired += running
+        running = []
+    }
+
+    /// Cancels one run.
+    public func cancel(id: Int) {
+        for w in running where w.id == id { w.cancel.set() }
+        retired += running.filter { $0.id == id }
+        running.removeAll { $0.id == id }
+    }
+
+    /// Cancels and waits for every thread this executor started.
+    public func shutdown(waitSeconds: Double) {
+        cancel()
+        for w in retired { _ = w.finished.wait(timeout: .now() + waitSeconds) }
+        retired = []
+    }
+}
+
+/// The one interpreter: applies messages with `update`, performs their effects (runs through a
+/// `RunExecutor`, derived data through `computeDerivations`) and builds screens with `view`.
+public final class ExplorerDriver {
+    /// The explorer state.
+    public private(set) var model: ExplorerModel
+    /// Messages posted by sampling runs.
+    public let inbox = MessageQueue()
+    private let executor: any RunExecutor
+    /// Whether derived data is computed after every message (headless, tests) or only before a draw (live
+    /// runs, where most streamed frames are never drawn).
+    public var deriveEveryMessage: Bool
+    /// Whether the screen changed since the last `render`.
+    public private(set) var dirty = true
+    /// Whether the change must be shown at once (`RedrawPolicy`).
+    public private(set) var urgent = true
+    /// Whether a `.quit` effect was seen.
+    public private(set) var quit = false
+
+    /// Creates the interpreter for a model.
+    public init(model: ExplorerModel, executor: any RunExecutor, deriveEveryMessage: Bool) {
+        self.model = model
+        self.executor = executor
+        self.deriveEveryMessage = deriveEveryMessage
+    }
+
+    /// Applies a message, performs its effects, then applies whatever a synchronous run posted.
+    public func send(_ msg: ExplorerMessage) {
+        apply(msg)
+        pump()
+    }
+
+    /// Applies every message waiting in the inbox; returns whether there were any.
+    @discardableResult
+    public func pump() -> Bool {
+        var any = false
+        while true {
+            let batch = inbox.drain()
+            if batch.isEmpty { return any }
+            any = true
+            for m in batch { apply(m) }
+        }
+    }
+
+    private func apply(_ msg: ExplorerMessage) {
+        let effects = update(&model, msg)
+        dirty = true
+        if RedrawPolicy.isUrgent(msg) { urgent = true }
+        if case .tick = msg { urgent = true }  // playing: every tick is a new step to show
+        let inbox = self.inbox
+        for e in effects {
+            switch e {
+            case .cancelRun: executor.cancel()
+            case .cancelRunID(let id): executor.cancel(id: id)
+            case .startRun(let r): executor.start(r, backend: model.backend, post: { inbox.push($0) })
+            case .quit: quit = true
+            }
+        }
+        if deriveEveryMessage { prepareForDraw(&model) }
+    }
+
+    /// Whether a draw is due: something changed and it is urgent or `interval` passed since `lastDraw`.
+    public func drawDue(now: ContinuousClock.Instant, lastDraw: ContinuousClock.Instant) -> Bool {
+        dirty && (urgent || now - lastDraw >= RedrawPolicy.interval)
+    }
+
+    /// Fills the derived data the screen needs and returns the screen.
+    public func render() -> ScreenBuffer {
+        prepareForDraw(&model)
+        dirty = false
+        urgent = false
+        return view(model)
+    }
+
+    /// Stops background runs.
+    public func shutdown(waitSeconds: Double = 2) { executor.shutdown(waitSeconds: waitSeconds) }
+}
+
+/// Where the run loop gets input and puts screens.
+public protocol ExplorerIO: AnyObject {
+    /// Sleeps until input is ready, `wakeFD` is readable, or `timeoutMs` passes.
+    func wait(timeoutMs: Int, wakeFD: Int32)
+    /// The messages ready now (keys, clicks, resizes); `more` tells that input is still buffered.
+    func readMessages(more: inout Bool) -> [ExplorerMessage]
+    /// Shows a screen.
+    func present(_ screen: ScreenBuffer, driver: ExplorerDriver)
+    /// Whether the loop should stop (signal, script exhausted, measurement over).
+    func shouldStop(_ driver: ExplorerDriver) -> Bool
+    /// Whether the loop sends timed play ticks (false for scripts, which send `tick` themselves).
+    var timedTicks: Bool { get }
+}
+
+/// What the loop spent: time busy (applying messages and drawing) between waits.
+public struct LoopStats: Sendable {
+    /// Busy time of the interpreter thread.
+    public var busy: Duration = .zero
+    /// Screens presented.
+    public var draws = 0
+}
+
+/// The explorer's run loop: sleeps in `io.wait` on input and the sampling queue, applies input (a burst of
+/// keys before one redraw), streamed frames and play ticks, and presents screens following `RedrawPolicy`.
+@discardableResult
+public func runExplorerLoop(_ d: ExplorerDriver, io: any ExplorerIO) -> LoopStats {
+    let clock = ContinuousClock()
+    let tickInterval = Duration.milliseconds(33)
+    var nextTick = clock.now + tickInterval
+    var lastDraw = clock.now - RedrawPolicy.interval
+    var inputLeft = false
+    var stats = LoopStats()
+    func ms(_ x: Duration) -> Int { max(0, Int(x.components.seconds * 1000 + x.components.attoseconds / 1_000_000_000_000_000)) }
+    while !d.quit && !io.shouldStop(d) {
+        let busyStart = clock.now
+        if d.drawDue(now: clock.now, lastDraw: lastDraw) {
+            io.present(d.render(), driver: d)
+            stats.draws += 1
+            lastDraw = clock.now
+            if io.shouldStop(d) { stats.busy += clock.now - busyStart; break }
+        }
+        stats.busy += clock.now - busyStart
+        var timeout = 40
+        if d.model.wantsTicks && io.timedTicks { timeout = min(timeout, ms(nextTick - clock.now)) }
+        if d.dirty { timeout = min(timeout, ms(lastDraw + RedrawPolicy.interval - clock.now)) }
+        if inputLeft { timeout = 0 }
+        io.wait(timeoutMs: timeout, wakeFD: d.inbox.wakeFD)
+        let applyStart = clock.now
+        for msg in io.readMessages(more: &inputLeft) {
+            d.send(msg)
+            if d.quit { break }
+        }
+        d.pump()
+        if d.model.wantsTicks && io.timedTicks {
+            if clock.now >= nextTick {
+                d.send(.tick)
+                nextTick = clock.now + tickInterval
+            }
+        } else {
+            nextTick = clock.now + tickInterval
+        }
+        stats.busy += clock.now - applyStart
+    }
+    return stats
+}
