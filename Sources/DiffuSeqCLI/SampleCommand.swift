@@ -32,6 +32,7 @@ struct SampleCommand: ParsableCommand {
     @Flag(name: .long, help: "Do not round x̂₀ to the nearest embedding (DiffuSeq-v2's DPM-Solver++ did not).") var noRounding = false
     @Option(name: .long, help: "Truncate the sampling noise to |z| ≤ P (official --top_p; ≤ 0 = off).") var topP: Double = -1
     @Option(name: .long, help: ArgumentHelp("SDEdit edit strength F in (0, 1]: start the reverse process at the fraction F of the steps from the noised source copy (1 = from pure noise, official).", valueName: "F")) var startFromSource: Double = 1
+    @Flag(name: .long, inversion: .prefixedNo, help: "Centre the sampler on the source copy (the source prior) or not, overriding the model's source_prior (default: the model's; on a model trained without it this is a zero-training variant).") var sourcePrior: Bool?
     @Flag(name: .long, help: "Skip malformed input lines (reporting a count) instead of stopping.") var skipBadLines = false
     @Option(name: .long, help: "Output jsonl file (or folder with --seeds). Default: stdout.") var output: String?
 
@@ -62,6 +63,7 @@ struct SampleCommand: ParsableCommand {
             guard startFromSource > 0 && startFromSource <= 1 else { throw CLIError("--start-from-source must be in (0, 1], not \(startFromSource)") }
             var opts = SamplerOptions(kind: kind, steps: steps ?? T, clampStep: clampStep, topP: topP, rounding: !noRounding)
             opts.startFraction = startFromSource
+            opts.sourcePrior = sourcePrior
             eprint("model: \(loaded.name) — \(inputs.count) examples, sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
             var all: [[GenerationOutput]] = []
             for s in seedList {

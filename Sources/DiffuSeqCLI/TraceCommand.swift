@@ -51,6 +51,7 @@ struct TraceCommand: ParsableCommand {
     @Option(name: .long, help: "Seeds, comma-separated: one batch row (and one line per step) each.") var seeds: String = "42"
     @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
     @Option(name: .long, help: ArgumentHelp("SDEdit edit strength F in (0, 1]: start at the fraction F of the steps from the noised source copy (1 = pure noise).", valueName: "F")) var startFromSource: Double = 1
+    @Flag(name: .long, inversion: .prefixedNo, help: "Centre the sampler on the source copy (the source prior) or not, overriding the model's source_prior (default: the model's; on a model trained without it this is a zero-training variant).") var sourcePrior: Bool?
     @Option(name: .customLong("top-k-neighbours"), help: "Also list the K nearest embeddings of x̂₀ per position.") var topK: Int = 0
     @Option(name: .long, help: "Output file (written atomically). Default: stdout.") var output: String?
     @Option(name: .long, help: ArgumentHelp("Also write the trajectory map of the first example and seed as an SVG picture.",
@@ -88,6 +89,7 @@ struct TraceCommand: ParsableCommand {
             guard startFromSource > 0 && startFromSource <= 1 else { throw CLIError("--start-from-source must be in (0, 1], not \(startFromSource)") }
             var opts = backend.options(sampler: kind, steps: steps ?? 200)
             opts.startFraction = startFromSource
+            opts.sourcePrior = sourcePrior
             eprint("trace: \(backend.modelName) — \(inputs.count) example(s), sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
 
             var lines = 0

@@ -200,6 +200,11 @@ struct RecipeTests {
             let c = try s0.run(ids: ids, mask: mask, batch: 2, seeds: [5, 6], options: o)
             #expect(a.sample == b.sample)
             #expect(a.sample != c.sample)
+            // The sampler option overrides the model's source_prior both ways (the zero-training variant).
+            var on = o; on.sourcePrior = true
+            var off = o; off.sourcePrior = false
+            #expect(try s0.run(ids: ids, mask: mask, batch: 2, seeds: [5, 6], options: on).sample == a.sample)
+            #expect(try s.run(ids: ids, mask: mask, batch: 2, seeds: [5, 6], options: off).sample == c.sample)
         }
         var first: [Float] = []
         _ = try s.run(ids: ids, mask: mask, batch: 2, seeds: [5, 6], options: SamplerOptions(kind: .ddpm, steps: 4),

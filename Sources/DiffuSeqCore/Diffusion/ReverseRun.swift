@@ -19,7 +19,8 @@ final class ReverseRun {
     let x0r: FloatBuffer
     /// (B, T, D) the clean source embeddings (anchor of the mask-0 rows).
     let xStart: FloatBuffer
-    /// (B, T, D) the prior mean m (`ModelConfig.sourcePrior`), nil for the official process (m = 0).
+    /// (B, T, D) the prior mean m (`SamplerOptions.sourcePrior`, else `ModelConfig.sourcePrior`), nil for the
+    /// official process (m = 0).
     let prior: FloatBuffer?
     /// Rows held at a token's embedding: the source rows and the pinned ones, with their anchor values.
     let anchors: [(row: Int, value: UnsafePointer<Float>)]
@@ -86,10 +87,11 @@ final class ReverseRun {
         let xStart = FloatBuffer(s.embed(ids))
         self.xStart = xStart
         xt = FloatBuffer(count: n); x0r = FloatBuffer(count: n); z = FloatBuffer(count: n)
-        let needsCopy = c.sourcePrior || (start == nil && firstStep > 0)
+        let usesPrior = o.sourcePrior ?? c.sourcePrior
+        let needsCopy = usesPrior || (start == nil && firstStep > 0)
         let copy = needsCopy ? SourceCopy.embeddings(ids: ids, mask: mask, batch: B, table: s.index.table.ptr, dim: D,
                                                      padID: s.padID) : []
-        prior = c.sourcePrior ? FloatBuffer(copy) : nil
+        prior = usesPrior ? FloatBuffer(copy) : nil
         let pinTable = FloatBuffer(s.embed(pins.sorted { $0.key < $1.key }.map(\.value)))
         self.pinTable = pinTable
         var a: [(row: Int, value: UnsafePointer<Float>)] = (0..<(B * T)).filter { mask[$0] == 0 && pins[$0] == nil }

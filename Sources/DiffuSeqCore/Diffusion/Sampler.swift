@@ -21,6 +21,10 @@ public struct SamplerOptions: Sendable, Equatable {
     /// SDEdit edit strength: 1 starts from pure noise (official); F < 1 skips the first (1 − F) of the steps and
     /// starts from the source copy laid into the target region (`SourceCopy`), noised to that step's level.
     public var startFraction: Double = 1
+    /// The source prior (`SourceCopy`: every sampler centred on the source copy laid into the target region):
+    /// nil follows the model (`ModelConfig.sourcePrior`, from training_args.json); true/false overrides it,
+    /// e.g. the zero-training variant on a model trained without it.
+    public var sourcePrior: Bool? = nil
 
     /// Creates options; defaults are the official sampler at the model's full step count.
     public init(kind: SamplerKind = .ddpm, steps: Int, clampStep: Int = 0, topP: Double = -1,
