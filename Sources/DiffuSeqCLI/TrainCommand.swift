@@ -48,6 +48,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The MSE region: all (official) | target (= --loss target-only) | target-no-pad (the token loss then skips PAD too).", valueName: "region")) var lossMask: String?
     @Option(name: .long, help: ArgumentHelp("Weight of the token loss: CE of lm_head(x̂₀) against the target ids on the target positions (Difformer's anchor loss; 0 = off, official).", valueName: "weight")) var tokenLoss: Float?
     @Option(name: .long, help: "Label smoothing of the token loss, in [0, 1).") var labelSmoothing: Float?
+    @Option(name: .long, help: ArgumentHelp("DINOISER's noise floor: draw only t whose noise-to-signal ratio reaches F × half the mean nearest-neighbour distance of the embeddings (0 = off, official).", valueName: "F")) var noiseFloor: Double?
+    @Option(name: .long, help: ArgumentHelp("Steps between recomputations of the noise floor's t_min (default 200).", valueName: "N")) var noiseFloorInterval: Int?
     @Flag(name: .long, inversion: .prefixedNo, help: "Source prior: centre the target's diffusion on the source copy (x_T ≈ copy + noise); recorded as source_prior in training_args.json and used by every sampler.") var sourcePrior: Bool?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
@@ -61,7 +63,7 @@ struct TrainCommand: ParsableCommand {
         var diffusionSteps = 2000, noiseSchedule = "sqrt", scheduleSampler = "lossaware", lr = 3e-4, warmup = 0
         var batchSize = 64, microbatch = 64, steps = 2000, saveInterval = 250, emaRate = "0.999", seed: UInt64 = 102
         var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
-        var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false
+        var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false, noiseFloor = 0.0, noiseFloorInterval = 200
     }
 
     static func presetRecipe(_ name: String) throws -> Recipe {
@@ -97,7 +99,8 @@ struct TrainCommand: ParsableCommand {
                     ("--seed", seed != nil), ("--dropout", dropout != nil), ("--attention-dropout", attentionDropout != nil),
                     ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil),
                     ("--loss-mask", lossMask != nil), ("--token-loss", tokenLoss != nil), ("--label-smoothing", labelSmoothing != nil),
-                    ("--source-prior", sourcePrior != nil)]
+                    ("--source-prior", sourcePrior != nil), ("--noise-floor", noiseFloor != nil),
+                    ("--noise-floor-interval", noiseFloorInterval != nil)]
                 if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
@@ -128,6 +131,7 @@ struct TrainCommand: ParsableCommand {
         }
         if let v = tokenLoss { r.tokenLoss = v }; if let v = labelSmoothing { r.labelSmoothing = v }
         if let v = sourcePrior { r.sourcePrior = v }
+        if let v = noiseFloor { r.noiseFloor = v }; if let v = noiseFloorInterval { r.noiseFloorInterval = v }
         r.microbatch = min(r.microbatch, r.batchSize)
 
         guard let out = output else { throw CLIError("--output FOLDER is required (checkpoints and the log go there)") }
@@ -157,6 +161,7 @@ struct TrainCommand: ParsableCommand {
         }
         opts.loss = lv
         opts.tokenLoss = r.tokenLoss; opts.labelSmoothing = r.labelSmoothing
+        opts.noiseFloor = r.noiseFloor; opts.noiseFloorInterval = r.noiseFloorInterval
         try opts.validate()
         var config = ModelConfig(vocabSize: tokenizer.vocabSize, hiddenDim: r.hiddenDim, hiddenTDim: r.hiddenTDim, width: r.width,
                                  layers: r.layers, heads: r.heads, ffn: r.ffn, maxPositions: max(512, r.seqLen), seqLen: r.seqLen,
@@ -173,7 +178,8 @@ struct TrainCommand: ParsableCommand {
                                    "dataset": dataURL.lastPathComponent, "notes": "diffuseq-swift", "loss": r.loss,
                                    "warmup": r.warmup, "gradient_clipping": r.clip, "weight_decay": r.weightDecay,
                                    "preset": preset ?? "", "checkpoint_path": outURL.path, "init_from": initFrom ?? "",
-                                   "token_loss": r.tokenLoss, "label_smoothing": r.labelSmoothing]
+                                   "token_loss": r.tokenLoss, "label_smoothing": r.labelSmoothing,
+                                   "noise_floor": r.noiseFloor, "noise_floor_interval": r.noiseFloorInterval]
         try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
@@ -351,7 +357,8 @@ struct TrainCommand: ParsableCommand {
                 throw ExitCode(1)
             }
             let nllText = rep.nll.isNaN ? "null" : String(format: "%.7g", rep.nll)
-            let tokenText = rep.token.isNaN ? "" : String(format: ", \"token\": %.7g", rep.token)
+            let tokenText = (rep.token.isNaN ? "" : String(format: ", \"token\": %.7g", rep.token))
+                + (opts.noiseFloor > 0 ? ", \"t_min\": \(rep.noiseFloor)" : "")
             if !rep.nll.isNaN { lastNLL = rep.nll }
             let line = String(format: "{\"step\": %d, \"loss\": %.7g, \"mse\": %.7g, \"decoder_nll\": %.7g, \"tT\": %.7g, \"nll\": %@%@, \"lr\": %.7g, \"grad_norm\": %.7g, \"seconds\": %.4f, \"tokens\": %d}\n",
                               rep.step, rep.loss, rep.mse, rep.decoderNLL, rep.tT, nllText, tokenText, rep.lr, rep.gradNorm, rep.seconds, rep.tokens)

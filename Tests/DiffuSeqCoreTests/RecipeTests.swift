@@ -215,4 +215,46 @@ struct RecipeTests {
         let copy = SourceCopy.embeddings(ids: ids, mask: mask, batch: 2, table: s.index.table.ptr, dim: 16, padID: 0)
         for j in 0..<(2 * 16 * 16) where mask[j / 16] == 1 { #expect(first[j] == z[j] + copy[j]) }
     }
+
+    @Test("noise floor: t_min is the first t whose noise-to-signal ratio reaches F·d̄/2; no t below it is drawn; uniform weights stay 1")
+    func noiseFloor() throws {
+        let model = try loadTinyModel()
+        var o = TrainingOptions()
+        o.batchSize = 2; o.microbatch = 2; o.steps = 10; o.scheduleSampler = .uniform; o.noiseFloor = 1; o.noiseFloorInterval = 3
+        let trainer = try Trainer(model: model, examples: try OptimizerTests.goldenBatch(), options: o)
+        // d̄ by brute force over the tied table.
+        let c = model.config, V = c.vocabSize, D = c.hiddenDim, E = model.ptr(model.params, \.wordEmbedding)
+        var sum = 0.0
+        for a in 0..<V {
+            var best = Double.infinity
+            for b in 0..<V where b != a {
+                var d = 0.0
+                for j in 0..<D { let x = Double(E[a * D + j] - E[b * D + j]); d += x * x }
+                best = min(best, d)
+            }
+            sum += best.squareRoot()
+        }
+        let dbar = sum / Double(V)
+        #expect(abs(trainer.meanNearestNeighbourDistance() - dbar) < 1e-3 * dbar)
+        let tmin = trainer.noiseFloorStep()
+        let ab = trainer.schedule.alphasCumprod
+        func ratio(_ t: Int) -> Double { ((1 - ab[t]) / ab[t]).squareRoot() }
+        #expect(tmin > 0, "the tiny model's floor is above t = 0 (d̄ = \(dbar))")
+        #expect(ratio(tmin) >= dbar / 2 * (1 - 1e-3))
+        #expect(ratio(tmin - 1) < dbar / 2 * (1 + 1e-3))
+        var sampler = TimestepSampler(kind: .uniform, steps: ab.count)
+        sampler.floor = tmin
+        var rng = SeededRandom(seed: 3)
+        let (ts, ws) = sampler.sample(2_000, rng: &rng)
+        #expect(ts.allSatisfy { $0 >= tmin } && Set(ts).count > (ab.count - tmin) / 2)
+        #expect(ws.allSatisfy { abs($0 - 1) < 1e-5 })
+        for _ in 0..<4 {
+            let r = trainer.trainStep()
+            #expect(r.noiseFloor > 0 && r.loss.isFinite)
+        }
+        // Off: the official sampler (floor nil, every t).
+        var off = o; off.noiseFloor = 0
+        let t0 = try Trainer(model: try loadTinyModel(), examples: try OptimizerTests.goldenBatch(), options: off)
+        #expect(t0.noiseFloorStep() == 0 && t0.trainStep().noiseFloor == 0)
+    }
 }

@@ -77,6 +77,8 @@ public struct TimestepSampler: Sendable, Codable, Equatable {
     var history: [Double]
     /// Number of recorded losses per t (≤ history).
     var counts: [Int]
+    /// The noise floor (`TrainingOptions.noiseFloor`): t < floor is never drawn (nil = off, official).
+    var floor: Int?
 
     /// Creates a sampler over `steps` timesteps.
     public init(kind: Kind, steps: Int, historyPerTerm: Int = 10, uniformProb: Double = 0.001) {
@@ -86,7 +88,7 @@ public struct TimestepSampler: Sendable, Codable, Equatable {
     }
 
     /// Whether every t has a full history (before that, lossaware is uniform).
-    public var warmedUp: Bool { kind == .lossaware && !counts.contains { $0 < historyPerTerm } }
+    public var warmedUp: Bool { kind == .lossaware && !counts[min(floor ?? 0, steps - 1)...].contains { $0 < historyPerTerm } }
 
     /// Unnormalised weights per t.
     func weights() -> [Double] {
@@ -101,9 +103,16 @@ public struct TimestepSampler: Sendable, Codable, Equatable {
         return w
     }
 
+    /// `weights()` with t below the noise floor removed.
+    func flooredWeights() -> [Double] {
+        var w = weights()
+        if let f = floor { for i in 0..<min(max(0, f), steps - 1) { w[i] = 0 } }
+        return w
+    }
+
     /// Draws `n` timesteps and their importance weights.
     func sample(_ n: Int, rng: inout SeededRandom) -> (t: [Int], weights: [Float]) {
-        let w = weights()
+        let w = flooredWeights()
         let total = w.reduce(0, +)
         let p = w.map { $0 / total }
         var cdf = [Double](repeating: 0, count: steps)
@@ -115,7 +124,8 @@ public struct TimestepSampler: Sendable, Codable, Equatable {
             var lo = 0, hi = steps - 1
             while lo < hi { let mid = (lo + hi) / 2; if cdf[mid] > u { hi = mid } else { lo = mid + 1 } }
             ts.append(lo)
-            ws.append(Float(1 / (Double(steps) * p[lo])))
+            // Importance weight over the drawn range (t ≥ floor): 1 for every t when uniform, as official.
+            ws.append(Float(1 / (Double(steps - min(max(0, floor ?? 0), steps - 1)) * p[lo])))
         }
         return (ts, ws)
     }

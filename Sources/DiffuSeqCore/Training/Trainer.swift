@@ -34,13 +34,20 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var tokenLoss: Float = 0
     /// Label smoothing of the token loss.
     public var labelSmoothing: Float = 0
+    /// DINOISER's noise floor (0 = off, official): timesteps are drawn only from t ≥ t_min, the first t whose
+    /// noise-to-signal ratio √((1−ᾱ_t)/ᾱ_t) reaches this factor × half the mean nearest-neighbour distance of
+    /// the embeddings (below it, rounding x_t/√ᾱ_t already recovers almost every token: steps there teach
+    /// little). t_min is recomputed every `noiseFloorInterval` steps as the embeddings move.
+    public var noiseFloor: Double = 0
+    /// Steps between two recomputations of the noise floor's t_min.
+    public var noiseFloorInterval: Int = 200
 
     /// Default options.
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case lr, batchSize, microbatch, steps, warmup, saveInterval, emaRates, seed, weightDecay, clip
-        case scheduleSampler, loss, keepCheckpoints, nllEvery, tokenLoss, labelSmoothing
+        case scheduleSampler, loss, keepCheckpoints, nllEvery, tokenLoss, labelSmoothing, noiseFloor, noiseFloorInterval
     }
 
     /// Decodes options, taking the default for any key an older checkpoint did not write.
@@ -63,6 +70,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         nllEvery = try c.decodeIfPresent(Int.self, forKey: .nllEvery) ?? nllEvery
         tokenLoss = try c.decodeIfPresent(Float.self, forKey: .tokenLoss) ?? tokenLoss
         labelSmoothing = try c.decodeIfPresent(Float.self, forKey: .labelSmoothing) ?? labelSmoothing
+        noiseFloor = try c.decodeIfPresent(Double.self, forKey: .noiseFloor) ?? noiseFloor
+        noiseFloorInterval = try c.decodeIfPresent(Int.self, forKey: .noiseFloorInterval) ?? noiseFloorInterval
     }
 
     /// Checks the values; throws naming the bad flag.
@@ -78,6 +87,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         try need(weightDecay >= 0, "--weight-decay must be ≥ 0")
         try need(tokenLoss >= 0 && tokenLoss.isFinite, "--token-loss must be a weight ≥ 0")
         try need(labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1)")
+        try need(noiseFloor >= 0 && noiseFloor.isFinite, "--noise-floor must be a factor ≥ 0 (0 = off)")
+        try need(noiseFloorInterval >= 1, "--noise-floor-interval must be at least 1")
     }
 
     /// lr at (0-based) step k: official linear decay, optionally with linear warm-up.
@@ -94,6 +105,8 @@ public struct StepReport: Sendable, Codable {
     public var loss: Double, mse: Double, decoderNLL: Double, tT: Double, nll: Double
     /// The token loss (NaN when off).
     public var token: Double = .nan
+    /// The noise floor's t_min in force for this step (0 when off).
+    public var noiseFloor: Int = 0
     public var lr: Double
     public var gradNorm: Double
     public var seconds: Double
@@ -175,6 +188,29 @@ public final class Trainer {
     /// One optimisation step on the next batch.
     public func trainStep() -> StepReport { trainStep(batch: nextBatch(), draws: nil) }
 
+    /// Mean distance from each embedding (the tied table) to its nearest other embedding.
+    public func meanNearestNeighbourDistance() -> Double {
+        let c = model.config, V = c.vocabSize, D = c.hiddenDim
+        let index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding), bias: model.ptr(model.params, \.lmHeadBias),
+                                   V: V, D: D)
+        let ids = UnsafeMutablePointer<Int32>.allocate(capacity: V), margins = UnsafeMutablePointer<Float>.allocate(capacity: V)
+        defer { ids.deallocate(); margins.deallocate() }
+        // Row k of the table is its own nearest (distance 0), so the margin is the squared distance to the next.
+        index.nearest(index.table.ptr, rows: V, ids: ids, margins: margins)
+        var s = 0.0
+        for k in 0..<V { s += Double(max(0, margins[k])).squareRoot() }
+        return s / Double(V)
+    }
+
+    /// The noise floor's t_min for the current embeddings (`TrainingOptions.noiseFloor`; 0 when off).
+    public func noiseFloorStep() -> Int {
+        guard options.noiseFloor > 0 else { return 0 }
+        let want = options.noiseFloor * meanNearestNeighbourDistance() / 2
+        let ab = schedule.alphasCumprod
+        for t in 0..<ab.count where ((1 - ab[t]) / ab[t]).squareRoot() >= want { return t }
+        return ab.count - 1
+    }
+
     /// Wall seconds per phase ("forward", "head", "backward", "optimizer") accumulated over the steps
     /// since the last `resetPhases()` (benchmarks: where a step's time goes).
     public var phaseSeconds: [String: Double] { loss.phaseSeconds }
@@ -188,6 +224,9 @@ public final class Trainer {
         let c = model.config, T = c.seqLen, D = c.hiddenDim
         grads.zero()
         var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0, token: 0.0)
+        if options.noiseFloor > 0 && (step % options.noiseFloorInterval == 0 || sampler.floor == nil) {
+            sampler.floor = noiseFloorStep()
+        }
         let mb = options.microbatch
         var chunkIndex = 0
         var start = 0
@@ -244,7 +283,8 @@ public final class Trainer {
         let nllComputed = step % max(1, options.nllEvery) == 0 || step == 1
         return StepReport(step: step, loss: lossMean, mse: sums.mse / n, decoderNLL: sums.dn / n, tT: sums.tT / n,
                           nll: nllComputed || options.tokenLoss > 0 ? sums.nll / n : .nan,
-                          token: options.tokenLoss > 0 ? sums.token / n : .nan, lr: lr, gradNorm: norm,
+                          token: options.tokenLoss > 0 ? sums.token / n : .nan, noiseFloor: sampler.floor ?? 0,
+                          lr: lr, gradNorm: norm,
                           seconds: Date().timeIntervalSince(t0), tokens: batch.count * T)
     }
 }
