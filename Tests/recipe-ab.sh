@@ -8,11 +8,12 @@
 #   STEPS=300 PAIRS=200 OUT=runs/ab B=.build/release/diffuseq Tests/recipe-ab.sh …
 #   SCORE_ONLY=1 Tests/recipe-ab.sh NAME           re-score an existing $OUT/NAME run
 #   SAMPLE_FLAGS="--start-from-source 0.35"        extra sampler flags for the scoring (e.g. an SDEdit start)
+#   SPLIT=test PAIRS=792 SCORE_ONLY=1 …           the model card's test scoring (default: valid, 200 pairs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${B:-.build/release/diffuseq}
 STEPS=${STEPS:-300}; PAIRS=${PAIRS:-200}; OUT=${OUT:-runs/ab}; INIT=${INIT:-Resources/model/kjv2modern}
-SEEDS=${SEEDS:-101,102,103,104,105}; SAMPLE_FLAGS=${SAMPLE_FLAGS:-}
+SEEDS=${SEEDS:-101,102,103,104,105}; SAMPLE_FLAGS=${SAMPLE_FLAGS:-}; SPLIT=${SPLIT:-valid}
 [ $# -ge 1 ] || { echo "usage: $0 NAME [diffuseq train flags…]" >&2; exit 2; }
 name=$1; shift
 [ -x "$B" ] || { echo "error: $B is not built (swift build -c release)" >&2; exit 2; }
@@ -30,7 +31,7 @@ t1=$(date +%s)
 load1=$(cut -d' ' -f1 /proc/loadavg)
 ck="$run/$(ls "$run" | grep '^ckpt-' | sort | tail -1)"
 # shellcheck disable=SC2086
-"$B" sample --checkpoint "$ck" --data-dir Resources/data/kjv2modern --split valid --limit "$PAIRS" --sampler ddpm \
+"$B" sample --checkpoint "$ck" --data-dir Resources/data/kjv2modern --split "$SPLIT" --limit "$PAIRS" --sampler ddpm \
   --steps 20 --batch-size 100 --seeds "$SEEDS" --mbr $SAMPLE_FLAGS --output "$run/samples" 2> "$run.sample.log"
 single=$("$B" eval "$run/samples/seed${SEEDS%%,*}_step0.json" 2>/dev/null)
 mbr=$("$B" eval "$run/samples" --mbr 2>/dev/null)

@@ -50,7 +50,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Label smoothing of the token loss, in [0, 1).") var labelSmoothing: Float?
     @Option(name: .long, help: ArgumentHelp("DINOISER's noise floor: draw only t whose noise-to-signal ratio reaches F × half the mean nearest-neighbour distance of the embeddings (0 = off, official).", valueName: "F")) var noiseFloor: Double?
     @Option(name: .long, help: ArgumentHelp("Steps between recomputations of the noise floor's t_min (default 200).", valueName: "N")) var noiseFloorInterval: Int?
-    @Flag(name: .long, inversion: .prefixedNo, help: "Source prior: centre the target's diffusion on the source copy (x_T ≈ copy + noise); recorded as source_prior in training_args.json and used by every sampler.") var sourcePrior: Bool?
+    @Flag(name: .long, inversion: .prefixedNo, help: "Source prior: centre the target's diffusion on the source copy (x_T ≈ copy + noise) in training and sampling; recorded as source_prior in training_args.json and used by every sampler.") var sourcePrior: Bool?
+    @Flag(name: .long, inversion: .prefixedNo, help: "Train on the official process but record source_prior: true (source_prior_training: false), so every sampler centres on the source copy (the zero-training variant; the kjv2modern preset's choice).") var sampleSourcePrior: Bool?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
     @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
@@ -63,7 +64,7 @@ struct TrainCommand: ParsableCommand {
         var diffusionSteps = 2000, noiseSchedule = "sqrt", scheduleSampler = "lossaware", lr = 3e-4, warmup = 0
         var batchSize = 64, microbatch = 64, steps = 2000, saveInterval = 250, emaRate = "0.999", seed: UInt64 = 102
         var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
-        var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false, noiseFloor = 0.0, noiseFloorInterval = 200
+        var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false, sampleSourcePrior = false, noiseFloor = 0.0, noiseFloorInterval = 200
     }
 
     static func presetRecipe(_ name: String) throws -> Recipe {
@@ -99,7 +100,7 @@ struct TrainCommand: ParsableCommand {
                     ("--seed", seed != nil), ("--dropout", dropout != nil), ("--attention-dropout", attentionDropout != nil),
                     ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil),
                     ("--loss-mask", lossMask != nil), ("--token-loss", tokenLoss != nil), ("--label-smoothing", labelSmoothing != nil),
-                    ("--source-prior", sourcePrior != nil), ("--noise-floor", noiseFloor != nil),
+                    ("--source-prior", sourcePrior != nil), ("--sample-source-prior", sampleSourcePrior != nil), ("--noise-floor", noiseFloor != nil),
                     ("--noise-floor-interval", noiseFloorInterval != nil)]
                 if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
@@ -131,6 +132,10 @@ struct TrainCommand: ParsableCommand {
         }
         if let v = tokenLoss { r.tokenLoss = v }; if let v = labelSmoothing { r.labelSmoothing = v }
         if let v = sourcePrior { r.sourcePrior = v }
+        if let v = sampleSourcePrior { r.sampleSourcePrior = v }
+        if r.sourcePrior && sampleSourcePrior == true {
+            throw CLIError("--source-prior already samples with the prior; --sample-source-prior is for training without it")
+        }
         if let v = noiseFloor { r.noiseFloor = v }; if let v = noiseFloorInterval { r.noiseFloorInterval = v }
         r.microbatch = min(r.microbatch, r.batchSize)
 
@@ -167,7 +172,8 @@ struct TrainCommand: ParsableCommand {
                                  layers: r.layers, heads: r.heads, ffn: r.ffn, maxPositions: max(512, r.seqLen), seqLen: r.seqLen,
                                  dropout: r.dropout, attentionDropout: r.attentionDropout, diffusionSteps: r.diffusionSteps,
                                  noiseSchedule: r.noiseSchedule)
-        config.sourcePrior = r.sourcePrior
+        config.sourcePrior = r.sourcePrior || r.sampleSourcePrior
+        config.sourcePriorTraining = r.sourcePrior
         try config.validate()
         let model = try TransformerNetModel(config: config)
         model.initialise(seed: r.seed)

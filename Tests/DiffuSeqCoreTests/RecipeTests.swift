@@ -11,6 +11,7 @@ struct RecipeTests {
         let src = try loadTinyModel()
         var c = src.config
         c.sourcePrior = sourcePrior
+        c.sourcePriorTraining = sourcePrior
         let m = try TransformerNetModel(config: c)
         m.params.ptr.update(from: src.params.ptr, count: m.layout.totalCount)
         return m
@@ -256,5 +257,35 @@ struct RecipeTests {
         var off = o; off.noiseFloor = 0
         let t0 = try Trainer(model: try loadTinyModel(), examples: try OptimizerTests.goldenBatch(), options: off)
         #expect(t0.noiseFloorStep() == 0 && t0.trainStep().noiseFloor == 0)
+    }
+
+    @Test("sampling-only source prior: the loss is the official one; training_args round-trips both keys")
+    func samplingOnlyPrior() throws {
+        let off = try tinyModel(sourcePrior: false)
+        var c0 = off.config
+        c0.sourcePrior = true; c0.sourcePriorTraining = false
+        let sampleOnly = try TransformerNetModel(config: c0)
+        sampleOnly.params.ptr.update(from: off.params.ptr, count: off.layout.totalCount)
+        let g = try Golden("golden.safetensors")
+        let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
+        let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")
+        func loss(_ m: TransformerNetModel) -> [Float] {
+            let l = DiffusionLoss(model: m, schedule: try! NoiseSchedule(named: "sqrt", steps: 50), variant: .official)
+            let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
+            return n1.withUnsafeBufferPointer { a in n2.withUnsafeBufferPointer { b in
+                l.compute(ids: ids, mask: mask, t: [12, 41], noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!,
+                          weights: [1, 1], acts: acts, grads: nil, dropout: nil, computeNLL: false).loss
+            } }
+        }
+        #expect(loss(off) == loss(sampleOnly))
+        let folder = URL(fileURLWithPath: "/")
+        var args: [String: Any] = ["source_prior": true]
+        var c = try ModelCheckpoint.config(args: args, folder: folder, lmHeadVocab: nil, file: "training_args.json")
+        #expect(c.sourcePrior && c.sourcePriorTraining)
+        args["source_prior_training"] = false
+        c = try ModelCheckpoint.config(args: args, folder: folder, lmHeadVocab: nil, file: "training_args.json")
+        #expect(c.sourcePrior && !c.sourcePriorTraining)
+        args["source_prior_training"] = "no"
+        #expect(throws: CheckpointError.self) { _ = try ModelCheckpoint.config(args: args, folder: folder, lmHeadVocab: nil, file: "training_args.json") }
     }
 }

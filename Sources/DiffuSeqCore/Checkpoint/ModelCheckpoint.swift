@@ -133,6 +133,11 @@ public enum ModelCheckpoint {
         if let v = args["source_prior"], !(v is NSNull) {
             guard let b = v as? Bool else { throw CheckpointError(file: file, "source_prior must be true or false, not \(v)") }
             c.sourcePrior = b
+            c.sourcePriorTraining = b
+        }
+        if let v = args["source_prior_training"], !(v is NSNull) {
+            guard let b = v as? Bool else { throw CheckpointError(file: file, "source_prior_training must be true or false, not \(v)") }
+            c.sourcePriorTraining = b
         }
         if let bad = ["learn_sigma", "use_kl", "sigma_small"].first(where: { (args[$0] as? Bool) == true }) {
             throw CheckpointError(file: file, "\(bad)=true is not supported (the official v1 code never uses it)")
@@ -245,6 +250,7 @@ public enum ModelCheckpoint {
             "timestep_respacing": "", "use_plm_init": "no",
         ]
         if c.sourcePrior { a["source_prior"] = true }  // absent = the official process
+        if c.sourcePrior != c.sourcePriorTraining { a["source_prior_training"] = c.sourcePriorTraining }
         for (k, v) in extra { a[k] = v }
         return a
     }

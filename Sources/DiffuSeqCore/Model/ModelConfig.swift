@@ -38,6 +38,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// instead of 0: q(x_t | x₀) = N(m + √ᾱ(x₀ − m), (1 − ᾱ)I), so x_T ≈ m + ε and reverse diffusion edits a noised
     /// copy of the source. Every sampler runs on x − m (see `DiffusionSampler`).
     public var sourcePrior: Bool = false
+    /// Whether training noised with the source prior (`source_prior_training`; absent = `source_prior`). A model
+    /// trained on the official process may still be *sampled* with the prior (`sourcePrior` true, this false):
+    /// the zero-training variant, which the built-in model uses.
+    public var sourcePriorTraining: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenDim = "hidden_dim", hiddenTDim = "hidden_t_dim"
@@ -46,6 +50,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case dropout, attentionDropout = "attention_probs_dropout_prob", layerNormEps = "layer_norm_eps"
         case diffusionSteps = "diffusion_steps", noiseSchedule = "noise_schedule"
         case rescaleTimesteps = "rescale_timesteps", sourcePrior = "source_prior"
+        case sourcePriorTraining = "source_prior_training"
     }
 
     /// Decodes a configuration; `source_prior` may be absent (configurations written before it existed).
@@ -62,6 +67,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         noiseSchedule = try c.decode(String.self, forKey: .noiseSchedule)
         rescaleTimesteps = try c.decode(Bool.self, forKey: .rescaleTimesteps)
         sourcePrior = try c.decodeIfPresent(Bool.self, forKey: .sourcePrior) ?? false
+        sourcePriorTraining = try c.decodeIfPresent(Bool.self, forKey: .sourcePriorTraining) ?? sourcePrior
     }
 
     /// Creates a configuration; defaults are the official base model (BERT-base encoder).

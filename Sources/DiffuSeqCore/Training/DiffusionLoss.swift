@@ -84,7 +84,7 @@ final class DiffusionLoss {
         for i in 0..<n { xStart.ptr[i] = xMean.ptr[i] + std0 * noiseXStart[i] }
         // The source prior centres the target's diffusion on the source copy m (a constant: no gradient flows into
         // it): x_t = m + √ᾱ(x_start − m) + √(1−ᾱ)ε. m = 0 on source rows and without the prior.
-        let prior = c.sourcePrior
+        let prior = c.sourcePriorTraining
             ? SourceCopy.embeddings(ids: ids, mask: mask, batch: B, table: E, dim: D, padID: padID)
             : [Float](repeating: 0, count: n)
         for b in 0..<B {
