@@ -76,6 +76,9 @@ struct TrainCommand: ParsableCommand {
             r.diffusionSteps = 2000; r.scheduleSampler = "lossaware"; r.lr = 1e-3; r.warmup = 200
             r.batchSize = 64; r.microbatch = 64; r.steps = 3000; r.saveInterval = 250; r.emaRate = "0.995"
             r.dropout = 0.1; r.attentionDropout = 0.1; r.clip = 1.0
+            // The recipe A/B's winner (README model card): DINOISER's noise floor at half the embeddings' mean
+            // nearest-neighbour distance, and samplers centred on the source copy (trained on the official process).
+            r.noiseFloor = 0.5; r.sampleSourcePrior = true
         default:
             throw CLIError("unknown --preset \"\(name)\" (available: kjv2modern)")
         }
