@@ -20,6 +20,7 @@ public final class MessageQueue: @unchecked Sendable {
     private var signalled = false
     private var fds: [Int32] = [-1, -1]
     private var lastWake = ContinuousClock.now
+    private var lastFrameRun: Int?
 
     /// Creates a queue with its wake-up pipe (without one the loop still wakes on its timeout).
     public init() {
@@ -42,7 +43,9 @@ public final class MessageQueue: @unchecked Sendable {
         let now = ContinuousClock.now
         lock.lock()
         items.append(m)
-        let wake = !signalled && (RedrawPolicy.isUrgent(m) || now - lastWake >= RedrawPolicy.interval)
+        let urgent = RedrawPolicy.isUrgent(m, previousFrameRun: lastFrameRun)
+        if case .frame(let id, _) = m { lastFrameRun = id }
+        let wake = !signalled && (urgent || now - lastWake >= RedrawPolicy.interval)
         if wake { signalled = true; lastWake = now }
         lock.unlock()
         if wake && fds[1] >= 0 {
@@ -80,10 +83,12 @@ public enum RedrawPolicy {
     /// Minimum time between two draws caused by streaming frames alone.
     public static let interval = Duration.milliseconds(33)
 
-    /// Whether a message must be shown without waiting for `interval`.
-    public static func isUrgent(_ m: ExplorerMessage) -> Bool {
+    /// Whether a message must be shown without waiting for `interval`. `previousFrameRun` is the run id of
+    /// the frame seen before this message: a run's first frame is urgent whatever its index (an SDEdit run
+    /// or a fork starts after step 0), and runs stream one after another (the engine serialises them).
+    public static func isUrgent(_ m: ExplorerMessage, previousFrameRun: Int?) -> Bool {
         switch m {
-        case .frame(_, let f): return f.index == 0 || f.index == f.count - 1
+        case .frame(let id, let f): return id != previousFrameRun || f.index == f.count - 1
         case .tick, .derived: return false
         default: return true
         }
@@ -127,10 +132,10 @@ public final class SynchronousExecutor: RunExecutor {
 func execute(_ r: RunRequest, backend: any ExplorerBackend, isCancelled: @escaping @Sendable () -> Bool,
              post: @escaping @Sendable (ExplorerMessage) -> Void) throws {
     if let fork = r.fork {
-        try backend.fork(r.input, seed: r.seeds.first ?? 0, sampler: r.sampler, steps: r.steps, from: fork,
-                         isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
+        try backend.fork(r.input, seed: r.seeds.first ?? 0, sampler: r.sampler, steps: r.steps, startFraction: r.startFraction,
+                         from: fork, isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
     } else {
-        try backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps,
+        try backend.sample(r.input, seeds: r.seeds, sampler: r.sampler, steps: r.steps, startFraction: r.startFraction,
                            isCancelled: isCancelled, onFrame: { post(.frame(runID: r.id, $0)) })
     }
 }
@@ -228,6 +233,8 @@ public final class ExplorerDriver {
     public private(set) var urgent = true
     /// Whether a `.quit` effect was seen.
     public private(set) var quit = false
+    /// The run id of the last frame applied (`RedrawPolicy`: a run's first frame is drawn at once).
+    private var lastFrameRun: Int?
 
     /// Creates the interpreter for a model.
     public init(model: ExplorerModel, executor: any RunExecutor, deriveEveryMessage: Bool) {
@@ -257,7 +264,8 @@ public final class ExplorerDriver {
     private func apply(_ msg: ExplorerMessage) {
         let effects = update(&model, msg)
         dirty = true
-        if RedrawPolicy.isUrgent(msg) { urgent = true }
+        if RedrawPolicy.isUrgent(msg, previousFrameRun: lastFrameRun) { urgent = true }
+        if case .frame(let id, _) = msg { lastFrameRun = id }
         if case .tick = msg { urgent = true }  // playing: every tick is a new step to show
         let inbox = self.inbox
         for e in effects {
