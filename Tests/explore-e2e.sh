@@ -7,7 +7,8 @@
 #
 # Starts BINARY ARGS in a 100×30 tmux session from an interactive shell, then plays, pauses, steps, scrubs,
 # selects a position, edits the source and re-runs, adds a seed (re-run) and hides seed 2, clears the source with
-# Ctrl-U and runs a new one, opens the trajectory map and jumps, pins a token (fork) and unpins, opens help, resizes
+# Ctrl-U and runs a new one, opens the trajectory map and jumps, pins a token (fork) and unpins, cycles the edit
+# strength (d: an SDEdit start, then back to noise), opens help, resizes
 # (60×20, 30×8, back),
 # quits with q and checks that the terminal is restored (stty state unchanged, prompt visible), then starts it
 # again and stops it with Ctrl-C. Screens are saved to $E2E_OUT (default: a temp dir). Exits non-zero on failure.
@@ -138,6 +139,22 @@ fi
 save fork
 keys u
 if wait_for "fork@" 1; then fail "unpin left the fork"; else ok "unpin removed the fork"; fi
+
+# Edit strength: d re-runs from the source noised to 0.7 of the steps (the header says so, the timeline starts
+# there), three more presses come back to a run from pure noise.
+keys d
+expect_screen strength-header "· edit 0\.7 ·" 10
+expect_screen strength-run-done "✓ done" 120
+keys Home
+FIRST=$(step_of)
+if screen | grep -q "starts at step $FIRST (edit 0.7)" && [ "${FIRST:-1}" -gt 1 ]; then ok "edit 0.7: the timeline starts at step $FIRST"
+else fail "edit 0.7: timeline start (step ${FIRST:-none})"; fi
+save strength-first-step
+keys d d d
+expect_screen strength-back-to-noise "· from noise ·" 10
+expect_screen strength-noise-run-done "✓ done" 120
+keys Home
+expect_screen strength-noise-first-step "step 1/"
 
 keys '?'
 expect_screen help "Help"

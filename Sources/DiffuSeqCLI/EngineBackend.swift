@@ -72,12 +72,14 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         return p
     }
 
-    /// Sampler options of an explorer run: every step decoded, steps capped at T.
-    func options(sampler: SamplerKind, steps: Int) -> SamplerOptions {
-        SamplerOptions(kind: sampler, steps: min(max(1, steps), diffusionSteps), decodeEveryStep: true)
+    /// Sampler options of an explorer run: every step decoded, steps capped at T, the SDEdit start fraction.
+    func options(sampler: SamplerKind, steps: Int, startFraction: Double) -> SamplerOptions {
+        var o = SamplerOptions(kind: sampler, steps: min(max(1, steps), diffusionSteps), decodeEveryStep: true)
+        o.startFraction = startFraction
+        return o
     }
 
-    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
+    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, startFraction: Double,
                 isCancelled: @escaping @Sendable () -> Bool,
                 onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         guard !seeds.isEmpty else { throw PrepareError(description: "no seeds") }
@@ -93,15 +95,18 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         mask.reserveCapacity(b * seqLen)
         for _ in 0..<b { ids += input.ids; mask += input.mask }
         _ = try generator.sampler.run(ids: ids, mask: mask, batch: b, seeds: seeds,
-                                      options: options(sampler: sampler, steps: steps),
+                                      options: options(sampler: sampler, steps: steps, startFraction: startFraction),
                                       isCancelled: isCancelled, onFrame: onFrame)
     }
 
     /// One seed's run resumed at `fork.step` from that step's x_t (one row), with `fork.pins` (positions of
     /// that row) held at their tokens' embeddings; the noise stream is the seed's, so with no pins the frames
-    /// equal the original run's from that step on (`DiffusionSampler.run(start:pins:)`).
-    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
-              isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+    /// equal the original run's from that step on (`DiffusionSampler.run(start:pins:)`). The start fraction of the
+    /// forked run goes into the options too, though a start at `fork.step` from its x_t makes it moot: the state
+    /// there already is what the SDEdit start led to, and the noise of the steps before it is drawn and dropped
+    /// either way.
+    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, startFraction: Double,
+              from fork: ForkSpec, isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         guard input.ids.count == seqLen, input.mask.count == seqLen else {
             throw PrepareError(description: "the input has \(input.ids.count) positions, the model \(seqLen)")
         }
@@ -114,7 +119,7 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         if isCancelled() { return }
         let previous = fork.previous.flatMap { $0.batch == 1 && $0.x0.count == seqLen * d ? $0 : nil }
         _ = try generator.sampler.run(ids: input.ids, mask: input.mask, batch: 1, seeds: [seed],
-                                      options: options(sampler: sampler, steps: steps),
+                                      options: options(sampler: sampler, steps: steps, startFraction: startFraction),
                                       start: SamplerStart(step: fork.step, xt: fork.xt, previous: previous),
                                       pins: fork.pins, isCancelled: isCancelled, onFrame: onFrame)
     }

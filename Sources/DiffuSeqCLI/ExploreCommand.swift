@@ -18,7 +18,8 @@ struct ExploreCommand: ParsableCommand {
         Samples the source with one batch row per seed and lets you play, pause, step and scrub through the \
         reverse diffusion; inspect any target position (rounded token, rounding margin, ‖x_t‖, ‖x̂₀‖, the nearest \
         vocabulary embeddings); edit the source and re-run (Enter); compare seeds (self-BLEU, div-4, MBR pick); \
-        switch sampler (m) and step count (< >). Press ? for all keys.
+        switch sampler (m), step count (< >) and edit strength (d: an SDEdit start from the source, as \
+        --start-from-source). Press ? for all keys.
 
         Source: --text "…", or --data-dir DIR [--split test] --index i (its reference is shown with BLEU), \
         default the first test example of the built-in kjv2modern data (or "\(ExploreCommand.fallbackSource)").
@@ -42,6 +43,8 @@ struct ExploreCommand: ParsableCommand {
     @Option(name: .long, help: "Seeds sampled side by side, comma-separated (1–9 of them); SEED:SAMPLER:STEPS adds a comparison of that seed with another sampler on the same noise (e.g. 42,42:dpm-solver++:20).") var seeds: String = "42"
     @Option(name: .long, help: "Sampler: ddpm, ddim, dpm-solver++, ddim-official.") var sampler: String = "ddpm"
     @Option(name: .long, help: "Sampling steps (default 200, capped at the model's diffusion steps T).") var steps: Int?
+    @Option(name: .long, help: ArgumentHelp("SDEdit edit strength F in (0, 1] of the first run: start at the fraction F of the steps from the noised source copy (1 = from pure noise); d cycles 1, 0.7, 0.5, 0.3.", valueName: "F"))
+    var startFromSource: Double = 1
     @Option(name: .long, help: "Nearest embeddings listed by the inspector.") var neighbours: Int = 8
     @Option(name: .long, help: ArgumentHelp("Render headless at this size and print the final screen as text.", valueName: "WxH"))
     var render: String?
@@ -59,6 +62,7 @@ struct ExploreCommand: ParsableCommand {
             guard seedList.count <= 9 else { throw CLIError("--seeds: at most 9 seeds (got \(seedList.count))") }
             if let s = steps, s < 1 { throw CLIError("--steps must be at least 1") }
             guard neighbours >= 1 else { throw CLIError("--neighbours must be at least 1") }
+            guard startFromSource > 0 && startFromSource <= 1 else { throw CLIError("--start-from-source must be in (0, 1], not \(startFromSource)") }
             if text != nil && dataDir != nil { throw CLIError("pass either --text or --data-dir, not both") }
             if index != nil && dataDir == nil { throw CLIError("--index needs --data-dir") }
             if keys != nil && render == nil { throw CLIError("--keys needs --render WxH") }
@@ -79,7 +83,7 @@ struct ExploreCommand: ParsableCommand {
             }
             let n = min(steps ?? 200, backend.diffusionSteps)
             var config = ExplorerConfig(source: source, reference: reference, seeds: seedList, sampler: kind,
-                                        steps: n, neighbourCount: neighbours)
+                                        steps: n, neighbourCount: neighbours, startFraction: startFromSource)
             config.comparisons = comparisons.map { ($0.seed, $0.sampler, min($0.steps, backend.diffusionSteps)) }
             if let bad = comparisons.first(where: { !seedList.contains($0.seed) }) {
                 throw CLIError("--seeds: the comparison \(bad.seed):\(bad.sampler.rawValue):\(bad.steps) needs seed \(bad.seed) among the seeds")

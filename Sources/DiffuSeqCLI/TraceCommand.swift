@@ -87,8 +87,7 @@ struct TraceCommand: ParsableCommand {
                 eprint("note: --steps \(s) capped at the model's T = \(backend.diffusionSteps)")
             }
             guard startFromSource > 0 && startFromSource <= 1 else { throw CLIError("--start-from-source must be in (0, 1], not \(startFromSource)") }
-            var opts = backend.options(sampler: kind, steps: steps ?? 200)
-            opts.startFraction = startFromSource
+            var opts = backend.options(sampler: kind, steps: steps ?? 200, startFraction: startFromSource)
             opts.sourcePrior = sourcePrior
             eprint("trace: \(backend.modelName) — \(inputs.count) example(s), sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
 

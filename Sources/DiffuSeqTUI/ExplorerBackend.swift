@@ -48,14 +48,19 @@ public protocol ExplorerBackend: AnyObject, Sendable {
     func prepare(source: String, reference: String?) throws -> PreparedInput
     /// Runs a whole reverse diffusion synchronously on the calling thread, one batch row per seed
     /// (frame.batch == seeds.count, row b = seeds[b]); calls onFrame for each step as soon as it is computed;
-    /// returns early (without throwing) when isCancelled() becomes true.
-    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
+    /// returns early (without throwing) when isCancelled() becomes true. `startFraction` is the SDEdit edit
+    /// strength (`SamplerOptions.startFraction`): 1 starts from pure noise; F < 1 starts from the source copy
+    /// noised to step `SamplerOptions.sdeditFirstStep(fraction: F, steps:)`, the index of the first frame.
+    func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, startFraction: Double,
                 isCancelled: @escaping @Sendable () -> Bool,
                 onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
     /// Resumes the run of one seed at `fork.step` from `fork.xt` with the same noise stream, holding the pinned
     /// positions at their tokens' embeddings from that step on; frames have the original indices
-    /// (`fork.step` … steps−1). With no pins the frames equal the original run's bit for bit.
-    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+    /// (`fork.step` … steps−1). With no pins the frames equal the original run's bit for bit. `sampler`, `steps`
+    /// and `startFraction` are the forked run's (the real engine needs only x_t at `fork.step`; an engine that
+    /// replays the run, like the tests' demo, needs the start too).
+    func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, startFraction: Double,
+              from fork: ForkSpec,
               isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws
     /// Rounds q(x_t | x₀) of `ids` (the reference's target ids) at ᾱ = `alphaBar` with noise from `seed`:
     /// the ids rounding recovers at that noise level.

@@ -231,7 +231,7 @@ extension ExplorerModel {
     /// sampler's at the nearest t (nil before a fork's step, or before its first frame).
     public func companionFrame(_ c: Companion) -> Int? {
         guard let f = currentFrame else { return nil }
-        if case .fork(let s, _, _) = c.kind, step < s { return nil }
+        if case .fork(let s, _, _) = c.kind, f.index < s { return nil }
         return c.frameIndex(alignedTo: f.t)
     }
 }

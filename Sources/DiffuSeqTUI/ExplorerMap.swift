@@ -84,15 +84,20 @@ public func drawMap(_ m: ExplorerModel, _ buf: inout ScreenBuffer) {
     buf.fill(Rect(x: 0, y: 0, width: m.width, height: 1), style: Style(.title, reverse: true))
     let seed = m.primarySeed.map { "seed \($0)" } ?? ""
     let x = buf.put(" Trajectory map ", x: 0, y: 0, style: Style(.title, bold: true, reverse: true), maxX: m.width)
-    buf.put("│ \(seed) · positions × steps · \(m.runSampler.rawValue)", x: x, y: 0, style: Style(.title, reverse: true), maxX: m.width)
+    var title = "│ \(seed) · positions × steps · \(m.runSampler.rawValue)"
+    if m.firstStepIndex > 0 { title += " · \(ExplorerModel.strengthLabel(m.runStartFraction))" }
+    buf.put(title, x: x, y: 0, style: Style(.title, reverse: true), maxX: m.width)
     let rowsShown = min(g.height, range.count)
     let cursorK = m.mapPosition - range.lowerBound
     let first = max(0, min(cursorK - rowsShown / 2, range.count - rowsShown))
     let wide = m.width >= 72
+    // Steps as the timeline numbers them: an SDEdit run's map starts at its first step.
+    let firstShown = m.stepNumber(0), lastShown = m.stepNumber(scale.count - 1)
     var axis = perCol > 1.000_001
-        ? (wide ? "steps 1–\(scale.count) in \(scale.columns) columns (\(Fmt.fixed(perCol, 1)) steps each)"
-                : "\(scale.count) steps, \(Fmt.fixed(perCol, 1))/col")
-        : (wide ? "steps 1–\(scale.count), one column each" : "\(scale.count) steps")
+        ? (wide ? "steps \(firstShown)–\(lastShown) in \(scale.columns) columns (\(Fmt.fixed(perCol, 1)) steps each)"
+                : (firstShown > 1 ? "steps \(firstShown)–\(lastShown), " : "\(scale.count) steps, ") + "\(Fmt.fixed(perCol, 1))/col")
+        : (wide ? "steps \(firstShown)–\(lastShown), one column each"
+                : (firstShown > 1 ? "steps \(firstShown)–\(lastShown)" : "\(scale.count) steps"))
     if range.count > rowsShown { axis += wide ? " · positions \(first + 1)–\(first + rowsShown) of \(range.count)" : " · \(first + 1)–\(first + rowsShown)/\(range.count)" }
     let axisEnd = 1 + buf.put(TextWidth.truncate(axis, to: m.width - 1), x: 1, y: 1, style: Style(.dim), maxX: m.width)
     // Cells.
@@ -129,7 +134,7 @@ func drawMapInspector(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect, 
     if m.frames.indices.contains(m.mapStep), grid.ids.indices.contains(m.mapStep), grid.positions.indices.contains(k) {
         let f = m.frames[m.mapStep]
         let id = Int(grid.ids[m.mapStep][k])
-        let head = "pos \(m.mapPosition) (\(k + 1) of \(m.targetRange.count)) · step \(m.mapStep + 1)/\(m.expectedCount) t \(f.t) · "
+        let head = "pos \(m.mapPosition) (\(k + 1) of \(m.targetRange.count)) · step \(m.stepNumber(m.mapStep))/\(m.runStepCount) t \(f.t) · "
         let x = 1 + buf.put(head, x: 1, y: y, style: Style(.dim), maxX: r.maxX)
         let x2 = x + buf.put(m.backend.token(id), x: x, y: y, style: Style(grid.state(k, steps: m.mapStep..<(m.mapStep + 1)).role, bold: true), maxX: r.maxX)
         buf.put(" margin \(Fmt.fixed(Double(grid.margins[m.mapStep][k]), 3))", x: x2, y: y, style: Style(.dim), maxX: r.maxX)

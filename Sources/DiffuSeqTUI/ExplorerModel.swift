@@ -18,10 +18,12 @@ public struct ExplorerConfig: Sendable {
     public var neighbourCount: Int
     /// Steps advanced per second while playing (the stride adapts so a run plays in about `playSeconds`).
     public var playSeconds: Double
+    /// The SDEdit edit strength of the first run, in (0, 1] (`--start-from-source`): 1 starts from pure noise.
+    public var startFraction: Double = 1
 
     /// Creates a configuration.
     public init(source: String, reference: String? = nil, seeds: [UInt64] = [42], sampler: SamplerKind = .ddim,
-                steps: Int = 200, neighbourCount: Int = 8, playSeconds: Double = 5) {
+                steps: Int = 200, neighbourCount: Int = 8, playSeconds: Double = 5, startFraction: Double = 1) {
         self.source = source
         self.reference = reference
         self.seeds = seeds.isEmpty ? [42] : Array(seeds.prefix(9))
@@ -29,6 +31,7 @@ public struct ExplorerConfig: Sendable {
         self.steps = max(1, steps)
         self.neighbourCount = max(1, neighbourCount)
         self.playSeconds = playSeconds
+        self.startFraction = startFraction > 0 ? min(1, startFraction) : 1
     }
 }
 
@@ -87,8 +90,23 @@ public struct RunRequest: Equatable, Sendable {
     public var sampler: SamplerKind
     /// Number of steps.
     public var steps: Int
+    /// SDEdit edit strength (`SamplerOptions.startFraction`): 1 from pure noise, F < 1 from the noised source copy
+    /// at step `SamplerOptions.sdeditFirstStep(fraction: F, steps:)`. A companion run has the main run's.
+    public var startFraction: Double = 1
     /// When set, the run is a fork of an earlier one: it resumes at a step from that step's x_t with pins.
     public var fork: ForkSpec? = nil
+
+    /// Creates a request.
+    public init(id: Int, input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, startFraction: Double = 1,
+                fork: ForkSpec? = nil) {
+        self.id = id
+        self.input = input
+        self.seeds = seeds
+        self.sampler = sampler
+        self.steps = steps
+        self.startFraction = startFraction
+        self.fork = fork
+    }
 }
 
 /// Where a fork resumes: the step index, that step's input x_t and the pinned positions.
@@ -120,7 +138,8 @@ public struct ForkSpec: Equatable, Sendable {
 public enum CompanionKind: Equatable, Sendable {
     /// The same seed (the same x_T noise) with another sampler and step count.
     case sampler(SamplerKind, steps: Int)
-    /// The main run forked at `step` with `position` pinned to token `token`.
+    /// The main run forked at `step` (an index into the run's steps, `DiffusionFrame.index`) with `position`
+    /// pinned to token `token`.
     case fork(step: Int, position: Int, token: Int)
 }
 
@@ -244,6 +263,8 @@ public struct ExplorerModel {
     public var sampler: SamplerKind
     /// Selected number of steps.
     public var steps: Int
+    /// Selected SDEdit edit strength (used by the next run; `d` cycles `startFractionChoices`).
+    public var startFraction: Double
     /// Inspector size.
     public var neighbourCount: Int
     /// Keyboard focus.
@@ -279,9 +300,14 @@ public struct ExplorerModel {
     public var runSampler: SamplerKind
     /// Step count of the current run.
     public var runSteps: Int = 0
+    /// SDEdit edit strength of the current run (1: from pure noise).
+    public var runStartFraction: Double = 1
     /// Run state.
     public var runState: RunState = .idle
-    /// Frames received so far (x_t dropped after its norms are taken, to save memory).
+    /// Frames received so far. `frames[k]` is the run's step `frames[k].index` = `firstStepIndex + k`: an SDEdit
+    /// run starts after step 0. Every frame position in the model (`step`, `mapStep`, the caches' keys, a fork
+    /// companion's alignment) is a position in this array; `stepNumber(_:)` gives the step shown to the user and
+    /// `frames[k].index` the step the engine knows (a fork's `ForkSpec.step`).
     public var frames: [DiffusionFrame] = []
     /// Per frame, (B·T) ‖x_t‖ and ‖x̂₀‖.
     public var xtNorms: [[Float]] = []
@@ -335,6 +361,8 @@ public struct ExplorerModel {
         seeds = config.seeds.map { SeedSlot(seed: $0) }
         sampler = config.sampler
         runSampler = config.sampler
+        startFraction = config.startFraction
+        runStartFraction = config.startFraction
         steps = min(config.steps, max(1, backend.diffusionSteps))
         neighbourCount = config.neighbourCount
         companionRequests = config.comparisons
@@ -351,8 +379,31 @@ public struct ExplorerModel {
     }
     /// The frame shown, if any.
     public var currentFrame: DiffusionFrame? { frames.indices.contains(step) ? frames[step] : nil }
-    /// Number of steps of the current run (expected, even before all frames arrived).
-    public var expectedCount: Int { max(frames.last?.count ?? runSteps, frames.count) }
+    /// All steps of the current run's process (frames' `count`; the step count asked for until a frame arrived).
+    public var runStepCount: Int { max(1, frames.last?.count ?? runSteps) }
+    /// The run's step (0-based `DiffusionFrame.index`) of the first frame: 0 from pure noise, the SDEdit start
+    /// otherwise (known from the first frame; predicted from the run's settings until it arrives).
+    public var firstStepIndex: Int {
+        frames.first?.index ?? SamplerOptions.sdeditFirstStep(fraction: runStartFraction, steps: runStepCount)
+    }
+    /// Number of frames of the current run (expected, even before all frames arrived): the steps from
+    /// `firstStepIndex` to the last.
+    public var expectedCount: Int { max(runStepCount - firstStepIndex, frames.count) }
+    /// The 1-based step number shown for frame position `k` (of `runStepCount`).
+    public func stepNumber(_ k: Int) -> Int { firstStepIndex + k + 1 }
+    /// The run's step index (`DiffusionFrame.index`) of the frame shown (0 before the first frame).
+    public var currentStepIndex: Int { currentFrame?.index ?? firstStepIndex }
+    /// The edit strengths `d` cycles through: from pure noise, then SDEdit starts at 0.7, 0.5 and 0.3 of the steps.
+    public static let startFractionChoices: [Double] = [1.0, 0.7, 0.5, 0.3]
+    /// How a start fraction is shown: "from noise" (1) or "edit 0.5".
+    public static func strengthLabel(_ f: Double) -> String { f >= 1 ? "from noise" : "edit " + fractionText(f) }
+    /// A start fraction without trailing zeros: "0.5", "0.35", "1".
+    public static func fractionText(_ f: Double) -> String {
+        var s = Fmt.fixed(f, 3)
+        while s.hasSuffix("0") { s.removeLast() }
+        if s.hasSuffix(".") { s.removeLast() }
+        return s
+    }
     /// Whether the run loop should send ticks.
     public var wantsTicks: Bool { playing }
 

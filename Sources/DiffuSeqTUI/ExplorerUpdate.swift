@@ -77,6 +77,7 @@ extension ExplorerModel {
         runSeeds = seeds.map(\.seed)
         runSampler = sampler
         runSteps = steps
+        runStartFraction = startFraction
         runState = .sampling
         frames = []
         xtNorms = []
@@ -92,7 +93,8 @@ extension ExplorerModel {
         sentenceCache = [:]
         bleuCache = [:]
         diversity = nil
-        var effects: [ExplorerEffect] = [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps))]
+        var effects: [ExplorerEffect] = [.cancelRun, .startRun(RunRequest(id: runID, input: input, seeds: runSeeds, sampler: sampler, steps: steps,
+                                                                          startFraction: startFraction))]
         for c in companionRequests where runSeeds.contains(c.seed) {
             effects += startCompanion(.sampler(c.sampler, steps: min(c.steps, max(1, backend.diffusionSteps))), seed: c.seed)
         }
@@ -118,7 +120,9 @@ extension ExplorerModel {
         } else {
             companions.append(c)
         }
-        var r = RunRequest(id: c.runID, input: input, seeds: [seed], sampler: runSampler, steps: runSteps, fork: fork)
+        // The main run's start: a comparison starts at the same fraction of its own steps, a fork resumes the run.
+        var r = RunRequest(id: c.runID, input: input, seeds: [seed], sampler: runSampler, steps: runSteps,
+                           startFraction: runStartFraction, fork: fork)
         if case .sampler(let k, let n) = kind { r.sampler = k; r.steps = n }
         return effects + [.startRun(r)]
     }
@@ -284,6 +288,15 @@ extension ExplorerModel {
             }
             steps = next
             return startRun()
+        case .cycleStrength:
+            let choices = ExplorerModel.startFractionChoices
+            startFraction = choices.first { $0 < startFraction - 1e-9 } ?? choices[0]
+            let effects = startRun()
+            let first = SamplerOptions.sdeditFirstStep(fraction: startFraction, steps: runSteps)
+            notice = startFraction >= 1
+                ? "edit strength 1: from pure noise, all \(runSteps) steps"
+                : "edit strength \(ExplorerModel.fractionText(startFraction)): from the source, noised to step \(first + 1) of \(runSteps)"
+            return effects
         case .toggleForward:
             guard let ids = input?.referenceIDs, !ids.isEmpty, reference != nil else {
                 notice = "the forward view needs a reference (--data-dir … --index i)"
@@ -467,10 +480,11 @@ extension ExplorerModel {
         let row = primaryRow, t = f.seqLen, d = f.dim
         guard row < f.batch, f.xt.count >= (row + 1) * t * d else { notice = "this step has no x_t to fork from"; return [] }
         let xt = Array(f.xt[(row * t * d)..<((row + 1) * t * d)])
+        // The engine's step is the frame's index (after an SDEdit start it is not the position in `frames`).
         let previous = step > 0 && frames.indices.contains(step - 1) ? frames[step - 1].row(row) : nil
-        let spec = ForkSpec(step: step, xt: xt, pins: [selected: token], previous: previous)
-        notice = "pinned \(backend.token(token)) at position \(selected) from step \(step + 1); forking…"
-        return startCompanion(.fork(step: step, position: selected, token: token), seed: seed, fork: spec)
+        let spec = ForkSpec(step: f.index, xt: xt, pins: [selected: token], previous: previous)
+        notice = "pinned \(backend.token(token)) at position \(selected) from step \(f.index + 1); forking…"
+        return startCompanion(.fork(step: f.index, position: selected, token: token), seed: seed, fork: spec)
     }
 
     /// Adds, or moves to the next sampler, a comparison of the primary seed on the same noise.

@@ -69,7 +69,7 @@ public func drawHeader(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
     let lx = r.x + buf.put(label, x: r.x + 1, y: y, style: Style(m.mode == .editing ? .accent : .dim, bold: m.mode == .editing), maxX: r.maxX) + 1
     let avail = r.maxX - lx - 1
     if m.mode == .pin {
-        let prompt = "pin pos \(m.selected) from step \(m.step + 1) to: "
+        let prompt = "pin pos \(m.selected) from step \(m.stepNumber(m.step)) to: "
         let px = lx + buf.put(prompt, x: lx, y: y, style: Style(.accent, bold: true), maxX: lx + avail)
         let w = String(m.pinText)
         let tx = px + buf.put(TextWidth.truncate(w, to: max(0, lx + avail - px - 1)), x: px, y: y, style: Style(.normal, bold: true), maxX: lx + avail)
@@ -95,14 +95,27 @@ public func drawHeader(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rect)
         buf.put(m.source, x: lx, y: y, style: Style(.normal, bold: true), maxX: lx + avail)
     }
     guard r.height > 2 else { return }
-    var parts = ["sampler \(m.sampler.rawValue)", "\(m.steps) steps of T \(Fmt.grouped(m.backend.diffusionSteps))"]
-    if m.sampler != m.runSampler || m.steps != m.runSteps, m.runState != .idle {
-        parts.append("(showing \(m.runSampler.rawValue), \(m.runSteps))")
-    }
+    let strength = ExplorerModel.strengthLabel(m.startFraction)
+    var parts = ["sampler \(m.sampler.rawValue)", "\(m.steps) steps of T \(Fmt.grouped(m.backend.diffusionSteps))", strength]
+    let staleStrength = m.startFraction != m.runStartFraction ? ", " + ExplorerModel.strengthLabel(m.runStartFraction) : ""
+    let stale = (m.sampler != m.runSampler || m.steps != m.runSteps || !staleStrength.isEmpty) && m.runState != .idle
+    if stale { parts.append("(showing \(m.runSampler.rawValue), \(m.runSteps)\(staleStrength))") }
     let vis = m.seeds.filter(\.visible).map { String($0.seed) }
     parts.append((vis.count == 1 ? "seed " : "seeds ") + vis.joined(separator: " "))
     parts.append("L \(m.seqLen)")
-    buf.put(parts.joined(separator: " · "), x: r.x + 1, y: r.y + 2, style: Style(.dim), maxX: r.maxX)
+    if TextWidth.width(of: parts.prefix(3).joined(separator: " · ")) > r.width - 1 {
+        // Too narrow to show the edit strength in full: the settings in short form (what follows may be cut).
+        parts = ["\(m.sampler.rawValue) \(m.steps)/\(Fmt.grouped(m.backend.diffusionSteps))", strength]
+        if stale { parts.append("(showing \(m.runSampler.rawValue) \(m.runSteps)\(staleStrength))") }
+        parts += [(vis.count == 1 ? "seed " : "seeds ") + vis.joined(separator: " "), "L \(m.seqLen)"]
+    }
+    // An SDEdit start stands out: the run does not begin from noise.
+    var px = r.x + 1
+    for (i, p) in parts.enumerated() {
+        if i > 0 { px += buf.put(" · ", x: px, y: r.y + 2, style: Style(.dim), maxX: r.maxX) }
+        let edit = p == strength && m.startFraction < 1
+        px += buf.put(p, x: px, y: r.y + 2, style: Style(edit ? .accent : .dim, bold: edit), maxX: r.maxX)
+    }
 }
 
 /// Eight-level sparkline glyph for a value in 0…1.
@@ -119,12 +132,16 @@ public func drawTimeline(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rec
     var y = r.y
     // Where the output stopped changing (shown once at least one later step kept it, or the run is over).
     let settled = m.outputSettledAt.flatMap { $0 < m.frames.count - 1 || m.runState != .sampling ? $0 : nil }
+    // An SDEdit run's timeline starts at its first step (the steps before it are not run).
+    let first = m.firstStepIndex
     if wide && r.height >= 4 {
-        var extra = ""
+        var extra: [String] = []
+        if first > 0 { extra.append("starts at step \(first + 1) (\(ExplorerModel.strengthLabel(m.runStartFraction)))") }
         if let s = settled, m.frames.count > 1 {
-            extra = m.runState == .sampling ? "output unchanged since step \(s + 1)" : "output settled at step \(s + 1) ┃"
+            extra.append(m.runState == .sampling ? "output unchanged since step \(m.stepNumber(s))"
+                                                 : "output settled at step \(m.stepNumber(s)) ┃")
         }
-        drawSectionHeader(&buf, "Timeline", x: r.x, y: y, width: r.width, extra: extra)
+        drawSectionHeader(&buf, "Timeline", x: r.x, y: y, width: r.width, extra: extra.joined(separator: " · "))
         y += 1
     }
     let lab = ExplorerLayout.labelWidth(wide: wide)
@@ -134,8 +151,10 @@ public func drawTimeline(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rec
     let scale = TimelineScale(count: count, columns: barW)
     let received = m.frames.count
     let f = m.currentFrame
-    // Row 1: step and scrubber.
-    let stepText = received == 0 ? "step –/\(count)" : (wide ? "step " : "") + "\(m.step + 1)/\(count)"
+    // Row 1: step (of all the run's steps) and scrubber (over the frames).
+    let total = m.runStepCount
+    let stepText = received == 0 ? (first > 0 ? "from \(first + 1)/\(total)" : "step –/\(total)")
+                                 : (wide ? "step " : "") + "\(m.stepNumber(m.step))/\(total)"
     buf.put(wide ? " " + stepText : stepText, x: r.x, y: y, style: Style(.accent, bold: true), maxX: barX - 1)
     let cur = scale.column(of: m.step)
     for c in 0..<barW {
@@ -180,7 +199,7 @@ public func drawTimeline(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Rec
         }
     }
     if m.frames.indices.contains(m.step), counts.indices.contains(m.step) {
-        let v = wide || settled == nil ? " " + String(counts[m.step]) : " ✓" + String((settled ?? 0) + 1)
+        let v = wide || settled == nil ? " " + String(counts[m.step]) : " ✓" + String(m.stepNumber(settled ?? 0))
         buf.put(v, x: barX + barW, y: y, style: Style(.dim), maxX: r.maxX)
     }
 }
@@ -322,7 +341,7 @@ public func drawInspector(_ m: ExplorerModel, _ buf: inout ScreenBuffer, _ r: Re
     let room = r.maxY - y - 1
     for (j, c) in changes.suffix(room).enumerated() {
         let isLast = j == min(room, changes.count) - 1
-        buf.put(" " + TextWidth.pad(String(c.0 + 1), to: 5, alignRight: true), x: r.x, y: y + 1 + j, style: Style(.dim))
+        buf.put(" " + TextWidth.pad(String(m.stepNumber(c.0)), to: 5, alignRight: true), x: r.x, y: y + 1 + j, style: Style(.dim))
         buf.put(m.backend.token(c.1), x: r.x + 8, y: y + 1 + j, style: Style(isLast ? tokenRole(m, position: p) : .normal, bold: isLast), maxX: r.maxX)
     }
 }
@@ -444,7 +463,7 @@ func drawCompanion(_ m: ExplorerModel, _ c: Companion, _ buf: inout ScreenBuffer
         case .failed(let e): why = "failed: " + e
         case .cancelled: why = "cancelled"
         default:
-            if case .fork(let s, _, _) = c.kind, m.step < s { why = "(forks at step \(s + 1))" } else { why = "…" }
+            if case .fork(let s, _, _) = c.kind, m.currentStepIndex < s { why = "(forks at step \(s + 1))" } else { why = "…" }
         }
         buf.put(why, x: x, y: y, style: Style(.dim), maxX: maxX)
     }

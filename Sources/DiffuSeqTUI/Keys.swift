@@ -78,6 +78,8 @@ public enum ExplorerAction: String, CaseIterable, Sendable {
     case cycleSampler
     /// Fewer / more sampling steps.
     case fewerSteps, moreSteps
+    /// Cycle the edit strength (SDEdit start fraction) 1 → 0.7 → 0.5 → 0.3 → 1 and re-run.
+    case cycleStrength
     /// Pin a token at the selected position from this step on and fork the run.
     case pin
     /// Remove the pin (and its fork).
@@ -144,6 +146,9 @@ public let explorerKeyTable: [KeyBinding] = [
     KeyBinding(keys: [.char("m")], keyLabel: "m", action: .cycleSampler, context: .global, help: "sampler: ddpm → ddim → dpm-solver++ → ddim-official", hint: "sampler"),
     KeyBinding(keys: [.char("<"), .char(",")], keyLabel: "<", action: .fewerSteps, context: .global, help: "fewer sampling steps", hint: ""),
     KeyBinding(keys: [.char(">"), .char(".")], keyLabel: ">", action: .moreSteps, context: .global, help: "more sampling steps", hint: "steps"),
+    KeyBinding(keys: [.char("d")], keyLabel: "d", action: .cycleStrength, context: .global,
+               help: "edit strength: start from the source noised to 0.7, 0.5, 0.3 of the steps, or from noise (1); re-runs",
+               hint: ""),
     KeyBinding(keys: [.char("p")], keyLabel: "p", action: .pin, context: .global,
                help: "pin a token at the selected position from this step on; the run forks beside the original", hint: "pin"),
     KeyBinding(keys: [.char("u")], keyLabel: "u", action: .unpin, context: .global, help: "remove the pin and its fork", hint: ""),

@@ -179,6 +179,38 @@ struct ExploreCLITests {
         #expect(noisy.stdout.contains("% survive"), "\(noisy.stdout)")
     }
 
+    @Test func editStrengthOnTheRealEngine() throws {
+        // --start-from-source 0.5 of the fixture's 50 steps: the run starts at step 26, and its last sentence is trace's.
+        let src = "what do you like ?"
+        let r = try CLI.run(["explore"] + CLI.model + ["--text", src, "--seeds", "7", "--sampler", "ddpm", "--start-from-source", "0.5",
+                                                     "--render", "100x30", "--keys", "home"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        for needle in ["50 steps of T 50 · edit 0.5 · seed 7", "starts at step 26 (edit 0.5)", "step 26/50"] {
+            #expect(r.stdout.contains(needle), "missing \(needle.debugDescription) in:\n\(r.stdout)")
+        }
+        let end = try CLI.run(["explore"] + CLI.model + ["--text", src, "--seeds", "7", "--sampler", "ddpm", "--start-from-source", "0.5",
+                                                       "--render", "100x30", "--keys", "end"])
+        let t = try CLI.run(["trace"] + CLI.model + ["--text", src, "--seeds", "7", "--sampler", "ddpm", "--steps", "50",
+                                                   "--start-from-source", "0.5"])
+        #expect(t.status == 0 && end.status == 0, "stderr: \(t.stderr) \(end.stderr)")
+        let lines = t.stdout.split(separator: "\n")
+        #expect(lines.count == 25, "trace: one line per step run")
+        let last = try #require(lines.last)
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let sentence = try #require(obj["sentence_clean"] as? String)
+        let arrow = try #require(end.stdout.split(separator: "\n").first { $0.contains("→ ") })
+        let shown = arrow.components(separatedBy: "→ ")[1].components(separatedBy: "│")[0].trimmingCharacters(in: .whitespaces)
+        #expect(shown == sentence, "explore shows \(shown.debugDescription), trace says \(sentence.debugDescription)")
+        // d cycles the strength from the command line's value and re-runs; a pin forks at the step shown.
+        let d = try CLI.run(["explore"] + CLI.model + ["--text", src, "--sampler", "ddpm", "--render", "100x30",
+                                                     "--keys", "d,home,right,right,down,p,1"])
+        #expect(d.status == 0, "stderr: \(d.stderr)")
+        for needle in ["edit 0.7", "starts at step 16 (edit 0.7)", "step 18/50", "fork@18"] {
+            #expect(d.stdout.contains(needle), "missing \(needle.debugDescription) in:\n\(d.stdout)")
+        }
+        #expect(!d.stdout.contains("failed"), "\(d.stdout)")
+    }
+
     @Test func traceWritesTheTrajectoryMapAsSVG() throws {
         let dir = try TrainCLI.tempDir("svg")
         let svg = dir.appendingPathComponent("map.svg")
@@ -201,7 +233,8 @@ struct ExploreCLITests {
     }
 
     @Test(arguments: [["--render", "80by24"], ["--render", "0x24"], ["--keys", "home"], ["--seeds", "1,x", "--render", "80x24"],
-                      ["--sampler", "euler", "--render", "80x24"], ["--text", " ", "--render", "80x24"]])
+                      ["--sampler", "euler", "--render", "80x24"], ["--text", " ", "--render", "80x24"],
+                      ["--start-from-source", "0", "--render", "80x24"], ["--start-from-source", "1.5", "--render", "80x24"]])
     func badArgumentsFailWithAMessage(_ extra: [String]) throws {
         var args = ["explore"] + CLI.model
         if !extra.contains("--text") { args += ["--text", "how"] }

@@ -140,6 +140,31 @@ struct RecipeTests {
         }
     }
 
+    @Test("a fork of an SDEdit run (no pins) reproduces it bit for bit from its first step on, every sampler",
+          arguments: [SamplerKind.ddpm, .ddim, .dpmSolver, .ddimOfficial])
+    func forkOfAnSDEditRun(kind: SamplerKind) throws {
+        let (s, ids, mask) = try sampler()
+        var o = SamplerOptions(kind: kind, steps: 10, decodeEveryStep: true)
+        o.startFraction = 0.5
+        #expect(SamplerOptions.sdeditFirstStep(fraction: 0.5, steps: 10) == 5)
+        var frames: [DiffusionFrame] = []
+        let full = try s.run(ids: ids, mask: mask, batch: 2, seeds: [3, 4], options: o, onFrame: { frames.append($0) })
+        #expect(frames.map(\.index) == Array(5..<10))
+        // Forks address steps by frame index (5…9), not by position in the frames (0…4).
+        for k in [5, 7] {
+            let at = k - 5
+            var forked: [DiffusionFrame] = []
+            let f = try s.run(ids: ids, mask: mask, batch: 2, seeds: [3, 4], options: o,
+                              start: SamplerStart(step: k, xt: frames[at].xt, previous: at > 0 ? frames[at - 1] : nil),
+                              onFrame: { forked.append($0) })
+            #expect(forked.map(\.index) == Array(k..<10))
+            #expect(f.sample == full.sample && f.tokens == full.tokens, "\(kind) fork at \(k)")
+            for (a, b) in zip(forked, frames[at...]) {
+                #expect(a.xt == b.xt && a.x0 == b.x0 && a.rounded == b.rounded && a.decoded == b.decoded, "\(kind) fork at \(k) step \(a.index)")
+            }
+        }
+    }
+
     @Test("pins hold a position at its token's embedding from the fork's step on; the fork differs from the original")
     func pins() throws {
         let (s, ids, mask) = try sampler()

@@ -117,11 +117,21 @@ public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
         return max(1e-5, 1 - (s + 0.0001).squareRoot())
     }
 
-    /// Produces frames in which each target token settles at a seed-dependent step.
-    public func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
+    /// The source copy an SDEdit start begins from: the source words then `[SEP]`, padded (not modernised).
+    func sourceCopy(_ input: PreparedInput) -> [Int] {
+        let n = seqLen - input.sourceLength
+        let c = Array((Array(input.ids[1..<max(1, input.sourceLength - 1)]) + [3]).prefix(n))
+        return c + [Int](repeating: padID, count: max(0, n - c.count))
+    }
+
+    /// Produces frames in which each target token settles at a seed-dependent step. With `startFraction` < 1 the
+    /// run skips its first steps as the engine does (`SamplerOptions.sdeditFirstStep`: frames start at that
+    /// index) and the unsettled tokens start as the source copy instead of noise.
+    public func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, startFraction: Double = 1,
                        isCancelled: @escaping @Sendable () -> Bool,
                        onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         let count = max(1, min(steps, diffusionSteps))
+        let first = SamplerOptions.sdeditFirstStep(fraction: startFraction, steps: count)
         let b = max(1, seeds.count), t = seqLen, d = dim
         let target = truth(input)
         let n = seqLen - input.sourceLength
@@ -136,8 +146,8 @@ public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
                 finals[r][p] = 4 + Int(rngs[r].next() % UInt64(DemoExplorerBackend.defaultWords.count))
             }
         }
-        var current = [[Int]](repeating: [Int](repeating: 1, count: n), count: b)
-        for i in 0..<count {
+        var current = [[Int]](repeating: first > 0 ? sourceCopy(input) : [Int](repeating: 1, count: n), count: b)
+        for i in first..<count {
             if isCancelled() { return }
             let tt = count == 1 ? 0 : Int((Double(count - 1 - i) / Double(count - 1) * Double(diffusionSteps - 1)).rounded())
             let prevT = count == 1 ? 0 : Int((Double(count - i) / Double(count - 1) * Double(diffusionSteps - 1)).rounded())
@@ -189,9 +199,10 @@ public class DemoExplorerBackend: ExplorerBackend, @unchecked Sendable {
 
     /// The demo's fork: the seed's run replayed (it is deterministic per seed), frames from `fork.step` on,
     /// with the pinned positions showing their tokens (and, from the next step, their modernised neighbours).
-    public func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, from fork: ForkSpec,
+    public func fork(_ input: PreparedInput, seed: UInt64, sampler: SamplerKind, steps: Int, startFraction: Double = 1,
+                     from fork: ForkSpec,
                      isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
-        try sample(input, seeds: [seed], sampler: sampler, steps: steps, isCancelled: isCancelled) { f in
+        try sample(input, seeds: [seed], sampler: sampler, steps: steps, startFraction: startFraction, isCancelled: isCancelled) { f in
             guard f.index >= fork.step else { return }
             var f = f
             for (row, id) in fork.pins where row < f.rounded.count {

@@ -6,10 +6,10 @@ import Testing
 /// with every source position of every frame rounded to the same word.
 final class WrongSourceRoundingBackend: DemoExplorerBackend, @unchecked Sendable {
     init() { super.init() }
-    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int,
+    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, startFraction: Double = 1,
                          isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         let wrong = Int32(vocabulary.firstIndex(of: "water") ?? 4)
-        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled) { f in
+        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, startFraction: startFraction, isCancelled: isCancelled) { f in
             var f = f
             for b in 0..<f.batch { for p in 0..<input.sourceLength { f.rounded[b * f.seqLen + p] = wrong } }
             onFrame(f)

@@ -295,10 +295,11 @@ final class CountingBackend: DemoExplorerBackend, @unchecked Sendable {
     var calls = 0
     init() { super.init() }
     override func decode(_ ids: [Int]) -> String { calls += 1; return super.decode(ids) }
-    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, isCancelled: @escaping @Sendable () -> Bool,
-                         onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
+    override func sample(_ input: PreparedInput, seeds: [UInt64], sampler: SamplerKind, steps: Int, startFraction: Double = 1,
+                         isCancelled: @escaping @Sendable () -> Bool, onFrame: @escaping @Sendable (DiffusionFrame) -> Void) throws {
         calls += 1
-        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, isCancelled: isCancelled, onFrame: onFrame)
+        try super.sample(input, seeds: seeds, sampler: sampler, steps: steps, startFraction: startFraction, isCancelled: isCancelled,
+                         onFrame: onFrame)
     }
     override func neighbours(of vector: [Float], k: Int) -> [Neighbour] { calls += 1; return super.neighbours(of: vector, k: k) }
     override func bleu(hypothesis: String, reference: String) -> Double { calls += 1; return super.bleu(hypothesis: hypothesis, reference: reference) }

@@ -68,7 +68,7 @@ final class ReverseRun {
             guard id >= 0 && id < c.vocabSize else { throw EngineError.invalidInput("pinned token id \(id) is outside the vocabulary (size \(c.vocabSize))") }
         }
         let (process, indices) = try s.plan(o)
-        let sdedit = min(indices.count - 1, indices.count - Int((o.startFraction * Double(indices.count)).rounded()))
+        let sdedit = SamplerOptions.sdeditFirstStep(fraction: o.startFraction, steps: indices.count)
         let firstStep = start?.step ?? sdedit
         guard firstStep >= 0 && firstStep < indices.count else {
             throw EngineError.invalidInput("start step \(firstStep) is outside the run's \(indices.count) steps")

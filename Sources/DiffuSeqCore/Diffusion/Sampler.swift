@@ -32,6 +32,14 @@ public struct SamplerOptions: Sendable, Equatable {
         self.kind = kind; self.steps = steps; self.clampStep = clampStep; self.topP = topP
         self.clipDenoised = clipDenoised; self.decodeEveryStep = decodeEveryStep; self.rounding = rounding
     }
+
+    /// The step index (0-based, into a run's `n` steps) an SDEdit start with fraction `f` begins at: the last
+    /// round(f·n) steps are run, at least one (1 → 0, 0.5 of 200 → 100). Frames of such a run have indices
+    /// from this one to n − 1.
+    public static func sdeditFirstStep(fraction f: Double, steps n: Int) -> Int {
+        guard n > 1 else { return 0 }
+        return max(0, min(n - 1, n - Int((f * Double(n)).rounded())))
+    }
 }
 
 /// Where a run resumes (a fork): at step `step` (an index into the run's steps, as `DiffusionFrame.index`) from
