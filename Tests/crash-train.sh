@@ -4,8 +4,8 @@
 #   Tests/crash-train.sh BINARY [KILLS=20] [STEPS=40]
 #
 # Trains a tiny model (1 layer × 16, custom vocabulary, --save-interval 1) straight through, then runs the
-# same flags again and SIGKILLs it KILLS times at random moments (0.05–0.8 s after each start, so many
-# kills land inside checkpoint writes), each time resuming with `train --resume`. After every kill:
+# same flags again and SIGKILLs it KILLS times at random steps (spread over the run by watching the log, plus 0–19 ms, so
+# many kills land inside checkpoint writes), each time resuming with `train --resume`. After every kill:
 #   - every visible ckpt-* folder must be complete (all six files, state.json parses) — never half-written;
 #   - the newest checkpoint may lag the last logged step by at most one save interval;
 #   - the resume must succeed and remove the temporaries (.ckpt-*.tmp-*) of the killed writer.
@@ -64,10 +64,23 @@ for k in $(seq 1 "$KILLS"); do
     if [ -d "$out/$final" ]; then echo "kill $k: the run already finished (raise STEPS)"; break; fi
     # A kill before the first checkpoint leaves nothing to resume: then the run starts afresh.
     if ls "$out" 2>/dev/null | grep -q '^ckpt-'; then args=(--resume "$out" --threads 1); else args=("${FLAGS[@]}" --output "$out"); fi
-    delay=$(printf '0.%02d' $((5 + RANDOM % 75)))
+    # Kill k lands at a random step in the next 1/(kills left + 1) of the remaining steps, found by watching the
+    # log, plus 0-19 ms so that it often falls inside a checkpoint write. Wall-clock delays alone finished the whole
+    # run early on a faster machine; watching the step keeps every kill inside the run at any speed.
+    have0=$(newest "$out"); have0=${have0:-0}
+    span=$(( (STEPS - have0) / (KILLS - k + 2) )); [ "$span" -ge 1 ] || span=1
+    target=$(( have0 + 1 + RANDOM % span ))
     "$BIN" train "${args[@]}" >/dev/null 2>"$W/run.err" & pid=$!
-    sleep "$delay"
+    t0=$(date +%s.%N)
+    for _ in $(seq 1 6000); do
+        kill -0 $pid 2>/dev/null || break
+        s=$(tail -n 1 "$out/train_log.jsonl" 2>/dev/null | sed -n 's/^{"step": \([0-9]*\),.*/\1/p')
+        [ -n "$s" ] && [ "$s" -ge "$target" ] && break
+        sleep 0.01
+    done
+    sleep "$(printf '0.0%02d' $((RANDOM % 20)))"
     kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; rc=$?
+    delay=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$(date +%s.%N)")
     tmps=$(ls -a "$out" 2>/dev/null | grep -c '\.tmp-' || true)
     names=$(ls -a "$out" 2>/dev/null | grep '\.tmp-' | sed 's/\.tmp-.*/.tmp-*/' | tr '\n' ' ')
     logged=$(last_logged "$out"); have=$(newest "$out")
@@ -78,7 +91,7 @@ for k in $(seq 1 "$KILLS"); do
     # The next resume (the next iteration, or the final one) must clean up: check it right here.
     if [ "$tmps" -gt 0 ]; then leaks=$((leaks + tmps)); fi
     if [ -z "$problem" ]; then survived=$((survived + 1)); st=ok; else st="FAIL:$problem"; fi
-    echo "kill $k after ${delay}s: last logged step $logged, newest ckpt $have, temporaries left by the kill: $tmps ${names:+($names)}— $st"
+    echo "kill $k after ${delay}s (aimed at step $target): last logged step $logged, newest ckpt $have, temporaries left by the kill: $tmps ${names:+($names)}— $st"
 done
 "$BIN" train --resume "$out" --threads 1 >/dev/null 2>"$W/final.err" || { echo "final resume failed:"; cat "$W/final.err"; exit 1; }
 left=$(ls -a "$out" | grep -c '\.tmp-' || true)
