@@ -1,6 +1,9 @@
 /// Cached activations of one encoder layer, each (B·T, ·) unless noted. Used by `layerBackward`.
 final class LayerActivations {
-    let q, k, v, ctx: FloatBuffer          // (B, T, C)
+    /// (B·T·3C) query, key and value, laid out as the weights say (`PreparedWeights.qkvLayout`): three
+    /// (B, T, C) blocks, or one (B, T, 3C) matrix when the projections are stacked.
+    let qkv: FloatBuffer
+    let ctx: FloatBuffer                   // (B, T, C)
     let probs: FloatBuffer                 // (B, NH, T, T) softmax output
     let r1, a: FloatBuffer                 // (B, T, C): residual sum, LN1 out
     let m1, s1, m2, s2: FloatBuffer        // (B, T) LayerNorm mean / rstd
@@ -12,7 +15,7 @@ final class LayerActivations {
 
     init(B: Int, T: Int, c: ModelConfig, dropout: Bool) {
         let n = B * T * c.width, tt = B * c.heads * T * T
-        q = FloatBuffer(count: n); k = FloatBuffer(count: n); v = FloatBuffer(count: n); ctx = FloatBuffer(count: n)
+        qkv = FloatBuffer(count: 3 * n); ctx = FloatBuffer(count: n)
         probs = FloatBuffer(count: tt)
         r1 = FloatBuffer(count: n); a = FloatBuffer(count: n)
         m1 = FloatBuffer(count: B * T); s1 = FloatBuffer(count: B * T)
@@ -70,8 +73,6 @@ final class Activations {
     var lastInput: CP
     private var _scratch: BackwardScratch?
     private let config: ModelConfig
-    /// (B, T, 3C) fused query/key/value projections (inference with `FusedQKV`; allocated on first use).
-    lazy var qkv = FloatBuffer(count: 3 * B * T * config.width)
     private var _attentionScratch: FloatBuffer?
     /// Per-worker scratch of `dsq_attention_packed` (grown on demand).
     func attentionScratch(count: Int) -> P {

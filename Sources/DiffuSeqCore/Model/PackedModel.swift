@@ -144,7 +144,7 @@ final class PackedModel: @unchecked Sendable {
         var h = CP(acts.h0.ptr)
         for l in 0..<c.layers {
             let L = M.layers[l]
-            let qkv = acts.qkv.ptr
+            let qkv = la.qkv.ptr
             linear(qkv, h, L.query.weight, bias: CP(qkvBias[l].ptr), m: BT, k: C, n: 3 * C, cx: cx)
             for b in 0..<B {
                 dsq_attention_packed(la.ctx.ptr + b * T * C, C, qkv + b * T * 3 * C, 3 * C, T, NH, HS,

@@ -64,48 +64,39 @@ public final class TransformerNetModel: @unchecked Sendable {
 
     // MARK: Forward
 
-    /// The query, key and value projections of every layer stacked for one product per layer at
-    /// inference (a snapshot: later changes to `params` are not seen).
-    public func makeFusedQKV() -> FusedQKV {
-        let C = config.width, L = config.layers
-        let w = FloatBuffer(count: L * 3 * C * C), b = FloatBuffer(count: L * 3 * C)
-        for (l, layer) in weights.layers.enumerated() {
-            for (j, lin) in [layer.query, layer.key, layer.value].enumerated() {
-                (w.ptr + (l * 3 + j) * C * C).update(from: ptr(params, lin.weight), count: C * C)
-                (b.ptr + (l * 3 + j) * C).update(from: ptr(params, lin.bias), count: C)
-            }
-        }
-        return FusedQKV(weight: w, bias: b)
-    }
+    /// The weights as OpenBLAS fp32 takes them: views into `params` (no copy), so always current.
+    private(set) lazy var referenceWeights = PreparedWeights(model: self, mm: OpenBLASMatMul.shared)
 
     /// Runs the network: out (B, T, D) = f(x (B, T, D), tModel (B)).
     ///
     /// - Parameters:
     ///   - tModel: the timestep the network sees (official: index·1000/T when rescaling).
     ///   - dropout: a random source when training with dropout; nil in eval mode.
+    ///   - weights: the weights as a backend prepared them (default: OpenBLAS fp32 on `params`); every
+    ///     product goes through `weights.mm`.
     /// - Returns: a pointer to `acts.out`, valid until the next call with `acts`.
-    ///   - fused: stacked query/key/value weights (inference only: ignored when `acts` keeps layer caches).
     @discardableResult
     func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?,
-                 fused: FusedQKV? = nil) -> CP {
+                 weights: PreparedWeights? = nil) -> CP {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let W = params, M = weights
+        let W = weights ?? referenceWeights, mm = W.mm
+        precondition(!(acts.keepsLayerCaches && W.fusedQKV), "training runs three query/key/value products")
         // time_embed: Linear(Dt→4Dt) → SiLU → Linear(4Dt→C)
         Kernels.timestepEmbedding(acts.te.ptr, tModel, dim: Dt)
-        Kernels.linear(acts.h1.ptr, acts.te.ptr, ptr(W, M.timeEmbedIn.weight), ptr(W, M.timeEmbedIn.bias), n: B, i: Dt, o: 4 * Dt)
+        mm.linear(acts.h1.ptr, acts.te.ptr, W.timeEmbedIn.weight, W.timeEmbedIn.bias, n: B)
         Kernels.silu(acts.s1.ptr, acts.h1.ptr, B * 4 * Dt)
-        Kernels.linear(acts.embT.ptr, acts.s1.ptr, ptr(W, M.timeEmbedOut.weight), ptr(W, M.timeEmbedOut.bias), n: B, i: 4 * Dt, o: C)
+        mm.linear(acts.embT.ptr, acts.s1.ptr, W.timeEmbedOut.weight, W.timeEmbedOut.bias, n: B)
         // input_up_proj: Linear(D→C) → tanh → Linear(C→C)
         let pre = acts.pre.ptr
-        if let up = M.inputUp {
-            Kernels.linear(acts.u1.ptr, x, ptr(W, up.first.weight), ptr(W, up.first.bias), n: BT, i: D, o: C)
+        if let up = W.inputUp {
+            mm.linear(acts.u1.ptr, x, up.first.weight, up.first.bias, n: BT)
             Kernels.tanh(acts.u1t.ptr, acts.u1.ptr, BT * C)
-            Kernels.linear(pre, acts.u1t.ptr, ptr(W, up.second.weight), ptr(W, up.second.bias), n: BT, i: C, o: C)
+            mm.linear(pre, acts.u1t.ptr, up.second.weight, up.second.bias, n: BT)
         } else {
             pre.update(from: x, count: BT * C)
         }
         // + position_embeddings[0..<T] + emb_t (broadcast over T)
-        let pos = ptr(W, M.positionEmbeddings)
+        let pos = ptr(params, \.positionEmbeddings), M = self.weights
         for b in 0..<B {
             let et = acts.embT.ptr + b * C
             for s in 0..<T {
@@ -113,8 +104,8 @@ public final class TransformerNetModel: @unchecked Sendable {
                 for j in 0..<C { row[j] += pr[j] + et[j] }
             }
         }
-        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(W, M.embeddingNorm.weight),
-                          ptr(W, M.embeddingNorm.bias), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(params, M.embeddingNorm.weight),
+                          ptr(params, M.embeddingNorm.bias), n: BT, c: C, eps: c.layerNormEps)
         var h: CP = CP(acts.h0.ptr)
         if let rng = dropout, c.dropout > 0 {
             Self.dropoutForward(acts.h0d.ptr, mask: acts.mask0.ptr, h, BT * C, p: c.dropout, rng: rng)
@@ -122,14 +113,14 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         for l in 0..<c.layers {
             let la = acts.layer(l)
-            layerForward(l, input: h, la: la, acts: acts, dropout: dropout, fused: acts.keepsLayerCaches ? nil : fused)
+            layerForward(l, input: h, la: la, acts: acts, dropout: dropout, weights: W)
             h = CP(la.out.ptr)
         }
         // output_down_proj: Linear(C→C) → tanh → Linear(C→D)
-        if let down = M.outputDown {
-            Kernels.linear(acts.d1.ptr, h, ptr(W, down.first.weight), ptr(W, down.first.bias), n: BT, i: C, o: C)
+        if let down = W.outputDown {
+            mm.linear(acts.d1.ptr, h, down.first.weight, down.first.bias, n: BT)
             Kernels.tanh(acts.d1t.ptr, acts.d1.ptr, BT * C)
-            Kernels.linear(acts.out.ptr, acts.d1t.ptr, ptr(W, down.second.weight), ptr(W, down.second.bias), n: BT, i: C, o: D)
+            mm.linear(acts.out.ptr, acts.d1t.ptr, down.second.weight, down.second.bias, n: BT)
         } else {
             acts.out.ptr.update(from: h, count: BT * D)
         }
@@ -140,23 +131,14 @@ public final class TransformerNetModel: @unchecked Sendable {
     /// One BERT layer (HF `BertLayer`): self-attention → BertSelfOutput (dense + dropout +
     /// LayerNorm(x + input)) → intermediate (dense + GELU) → BertOutput (dense + dropout + LayerNorm).
     private func layerForward(_ l: Int, input: CP, la: LayerActivations, acts: Activations,
-                              dropout: UnsafeMutablePointer<SeededRandom>?, fused: FusedQKV?) {
-        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
+                              dropout: UnsafeMutablePointer<SeededRandom>?, weights W: PreparedWeights) {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width
         let NH = c.heads, HS = c.headSize
-        let W = params, L = weights.layers[l]
-        // BertSelfAttention
-        // q, k, v: (B·T, C) each with row stride qs — separate buffers, or column blocks of one fused product.
-        let q: P, k: P, v: P, qs: Int
-        if let fused {
-            let qkv = acts.qkv.ptr
-            Kernels.linear(qkv, input, fused.weight.ptr + l * 3 * C * C, fused.bias.ptr + l * 3 * C, n: BT, i: C, o: 3 * C)
-            q = qkv; k = qkv + C; v = qkv + 2 * C; qs = 3 * C
-        } else {
-            Kernels.linear(la.q.ptr, input, ptr(W, L.query.weight), ptr(W, L.query.bias), n: BT, i: C, o: C)
-            Kernels.linear(la.k.ptr, input, ptr(W, L.key.weight), ptr(W, L.key.bias), n: BT, i: C, o: C)
-            Kernels.linear(la.v.ptr, input, ptr(W, L.value.weight), ptr(W, L.value.bias), n: BT, i: C, o: C)
-            q = la.q.ptr; k = la.k.ptr; v = la.v.ptr; qs = C
-        }
+        let L = self.weights.layers[l], PL = W.layers[l], mm = W.mm
+        // BertSelfAttention: query, key, value (one stacked product or three, as the weights were prepared).
+        let lay = W.qkvLayout(rows: BT), qkv = la.qkv.ptr
+        for (part, offset) in zip(PL.qkv, lay.outputs) { mm.linear(qkv + offset, input, part.weight, part.bias, n: BT) }
+        let q = qkv + lay.q, k = qkv + lay.k, v = qkv + lay.v, qs = lay.stride
         let scale = 1 / Float(HS).squareRoot()
         let TT = T * T
         let probs = la.probs.ptr, ctx = la.ctx.ptr
@@ -187,28 +169,28 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         // BertSelfOutput
         let ao = acts.ao.ptr
-        Kernels.linear(ao, la.ctx.ptr, ptr(W, L.attentionOutput.weight), ptr(W, L.attentionOutput.bias), n: BT, i: C, o: C)
+        mm.linear(ao, la.ctx.ptr, PL.attentionOutput.weight, PL.attentionOutput.bias, n: BT)
         if let rng = dropout, c.dropout > 0 {
             la.rngAO = rng.pointee
             Self.dropoutForward(ao, mask: nil, ao, BT * C, p: c.dropout, rng: rng)
         }
         let r1 = la.r1.ptr
         Kernels.add(r1, ao, input, BT * C)
-        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(W, L.attentionNorm.weight),
-                          ptr(W, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(params, L.attentionNorm.weight),
+                          ptr(params, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
         // BertIntermediate + BertOutput
-        Kernels.linear(la.f1.ptr, la.a.ptr, ptr(W, L.intermediate.weight), ptr(W, L.intermediate.bias), n: BT, i: C, o: F)
-        Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)
+        mm.linear(la.f1.ptr, la.a.ptr, PL.intermediate.weight, PL.intermediate.bias, n: BT)
+        Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * c.ffn)
         let f2 = acts.f2.ptr
-        Kernels.linear(f2, acts.g.ptr, ptr(W, L.output.weight), ptr(W, L.output.bias), n: BT, i: F, o: C)
+        mm.linear(f2, acts.g.ptr, PL.output.weight, PL.output.bias, n: BT)
         if let rng = dropout, c.dropout > 0 {
             la.rngF2 = rng.pointee
             Self.dropoutForward(f2, mask: nil, f2, BT * C, p: c.dropout, rng: rng)
         }
         let r2 = la.r2.ptr
         Kernels.add(r2, f2, la.a.ptr, BT * C)
-        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(W, L.outputNorm.weight),
-                          ptr(W, L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(params, L.outputNorm.weight),
+                          ptr(params, L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
     }
 
     /// out = inp·mask, mask ∈ {0, 1/(1−p)} drawn from `rng` (inverted dropout, as torch); the mask is
@@ -240,23 +222,24 @@ public final class TransformerNetModel: @unchecked Sendable {
 
     /// Backpropagates dout (B, T, D) through the last `forward` on `acts` (which must have kept
     /// per-layer caches), accumulating parameter gradients into `grads` and the input gradient
-    /// into `dx` (B, T, D).
-    func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P) {
+    /// into `dx` (B, T, D). `weights`: those the forward used (every product goes through `weights.mm`).
+    func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P, weights: PreparedWeights? = nil) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let W = params, G = grads, s = acts.scratch, M = weights
+        let W = weights ?? referenceWeights, mm = W.mm
+        let G = grads, s = acts.scratch, M = self.weights
         precondition(acts.keepsLayerCaches, "backward needs the per-layer caches")
         // output_down_proj
         let dh = s.dhA.ptr
         dh.update(repeating: 0, count: BT * C)
         let hLast = acts.lastInput
-        if let down = M.outputDown {
+        if let down = M.outputDown, let pdown = W.outputDown {
             let dd1 = s.dC1.ptr
             dd1.update(repeating: 0, count: BT * C)
-            Kernels.linearBackward(dinp: dd1, dw: ptr(G, down.second.weight), db: ptr(G, down.second.bias),
-                                   dout: dout, inp: acts.d1t.ptr, w: ptr(W, down.second.weight), n: BT, i: C, o: D)
+            mm.linearBackward(dinp: dd1, dw: ptr(G, down.second.weight), db: ptr(G, down.second.bias),
+                              dout: dout, inp: acts.d1t.ptr, w: pdown.second.weight, n: BT)
             Kernels.tanhBackwardInPlace(dd1, acts.d1t.ptr, BT * C)
-            Kernels.linearBackward(dinp: dh, dw: ptr(G, down.first.weight), db: ptr(G, down.first.bias),
-                                   dout: dd1, inp: hLast, w: ptr(W, down.first.weight), n: BT, i: C, o: C)
+            mm.linearBackward(dinp: dh, dw: ptr(G, down.first.weight), db: ptr(G, down.first.bias),
+                              dout: dd1, inp: hLast, w: pdown.first.weight, n: BT)
         } else {
             dh.update(from: dout, count: BT * C)
         }
@@ -265,7 +248,8 @@ public final class TransformerNetModel: @unchecked Sendable {
             let input: CP = l == 0 ? (c.dropout > 0 && acts.usedDropout ? CP(acts.h0d.ptr) : CP(acts.h0.ptr))
                                    : CP(acts.layer(l - 1).out.ptr)
             dNext.zero()
-            layerBackward(l, dout: dCur.ptr, dinp: dNext.ptr, input: input, la: acts.layer(l), acts: acts, grads: G)
+            layerBackward(l, dout: dCur.ptr, dinp: dNext.ptr, input: input, la: acts.layer(l), acts: acts, grads: G,
+                          weights: W)
             swap(&dCur, &dNext)
         }
         // embedding LayerNorm (+ dropout)
@@ -277,7 +261,8 @@ public final class TransformerNetModel: @unchecked Sendable {
         let dpre = s.dC1.ptr
         dpre.update(repeating: 0, count: BT * C)
         Kernels.layerNormBackward(dinp: dpre, dw: ptr(G, M.embeddingNorm.weight), db: ptr(G, M.embeddingNorm.bias), dout: dh0,
-                                  inp: acts.pre.ptr, w: ptr(W, M.embeddingNorm.weight), mean: acts.m0.ptr, rstd: acts.s0.ptr, n: BT, c: C)
+                                  inp: acts.pre.ptr, w: ptr(params, M.embeddingNorm.weight), mean: acts.m0.ptr,
+                                  rstd: acts.s0.ptr, n: BT, c: C)
         // position embeddings and emb_t
         let dpos = ptr(G, M.positionEmbeddings)
         let dembT = s.dEmbT.ptr
@@ -289,63 +274,66 @@ public final class TransformerNetModel: @unchecked Sendable {
             }
         }
         // input_up_proj
-        if let up = M.inputUp {
+        if let up = M.inputUp, let pup = W.inputUp {
             let du1 = s.dC2.ptr
             du1.update(repeating: 0, count: BT * C)
-            Kernels.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
-                                   dout: dpre, inp: acts.u1t.ptr, w: ptr(W, up.second.weight), n: BT, i: C, o: C)
+            mm.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
+                              dout: dpre, inp: acts.u1t.ptr, w: pup.second.weight, n: BT)
             Kernels.tanhBackwardInPlace(du1, acts.u1t.ptr, BT * C)
-            Kernels.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
-                                   dout: du1, inp: x, w: ptr(W, up.first.weight), n: BT, i: D, o: C)
+            mm.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
+                              dout: du1, inp: x, w: pup.first.weight, n: BT)
         } else {
             for i in 0..<(BT * C) { dx[i] += dpre[i] }
         }
         // time_embed
         let ds1 = s.dT1.ptr
         ds1.update(repeating: 0, count: B * 4 * Dt)
-        Kernels.linearBackward(dinp: ds1, dw: ptr(G, M.timeEmbedOut.weight), db: ptr(G, M.timeEmbedOut.bias),
-                               dout: dembT, inp: acts.s1.ptr, w: ptr(W, M.timeEmbedOut.weight), n: B, i: 4 * Dt, o: C)
+        mm.linearBackward(dinp: ds1, dw: ptr(G, M.timeEmbedOut.weight), db: ptr(G, M.timeEmbedOut.bias),
+                          dout: dembT, inp: acts.s1.ptr, w: W.timeEmbedOut.weight, n: B)
         let dh1 = s.dT2.ptr
         dh1.update(repeating: 0, count: B * 4 * Dt)
         Kernels.siluBackward(dh1, ds1, acts.h1.ptr, B * 4 * Dt)
-        Kernels.linearBackward(dinp: nil, dw: ptr(G, M.timeEmbedIn.weight), db: ptr(G, M.timeEmbedIn.bias),
-                               dout: dh1, inp: acts.te.ptr, w: ptr(W, M.timeEmbedIn.weight), n: B, i: Dt, o: 4 * Dt)
+        mm.linearBackward(dinp: nil, dw: ptr(G, M.timeEmbedIn.weight), db: ptr(G, M.timeEmbedIn.bias),
+                          dout: dh1, inp: acts.te.ptr, w: W.timeEmbedIn.weight, n: B)
     }
 
-    private func layerBackward(_ l: Int, dout: P, dinp: P, input: CP, la: LayerActivations, acts: Activations, grads G: FloatBuffer) {
+    private func layerBackward(_ l: Int, dout: P, dinp: P, input: CP, la: LayerActivations, acts: Activations,
+                               grads G: FloatBuffer, weights W: PreparedWeights) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
         let NH = c.heads, HS = c.headSize, TT = T * T
-        let W = params, L = weights.layers[l], s = acts.scratch
+        let L = self.weights.layers[l], PL = W.layers[l], mm = W.mm, s = acts.scratch
         let drop = acts.usedDropout && c.dropout > 0
         // BertOutput LayerNorm
         let dr2 = s.dC1.ptr
         dr2.update(repeating: 0, count: BT * C)
         Kernels.layerNormBackward(dinp: dr2, dw: ptr(G, L.outputNorm.weight), db: ptr(G, L.outputNorm.bias),
-                                  dout: dout, inp: la.r2.ptr, w: ptr(W, L.outputNorm.weight), mean: la.m2.ptr, rstd: la.s2.ptr, n: BT, c: C)
+                                  dout: dout, inp: la.r2.ptr, w: ptr(params, L.outputNorm.weight), mean: la.m2.ptr,
+                                  rstd: la.s2.ptr, n: BT, c: C)
         let da = s.dC2.ptr
         da.update(from: dr2, count: BT * C)
         if drop { Self.dropoutRegenerate(dr2, maskOut: nil, BT * C, p: c.dropout, rng: la.rngF2) }
         let dg = s.dF.ptr
         dg.update(repeating: 0, count: BT * F)
         Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)  // recompute the GELU output instead of keeping it per layer
-        Kernels.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias),
-                               dout: dr2, inp: acts.g.ptr, w: ptr(W, L.output.weight), n: BT, i: F, o: C)
+        mm.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias),
+                          dout: dr2, inp: acts.g.ptr, w: PL.output.weight, n: BT)
         let df1 = dg
         Kernels.geluBackwardInPlace(df1, la.f1.ptr, BT * F)
-        Kernels.linearBackward(dinp: da, dw: ptr(G, L.intermediate.weight), db: ptr(G, L.intermediate.bias),
-                               dout: df1, inp: la.a.ptr, w: ptr(W, L.intermediate.weight), n: BT, i: C, o: F)
+        mm.linearBackward(dinp: da, dw: ptr(G, L.intermediate.weight), db: ptr(G, L.intermediate.bias),
+                          dout: df1, inp: la.a.ptr, w: PL.intermediate.weight, n: BT)
         // BertSelfOutput LayerNorm
         let dr1 = s.dC3.ptr
         dr1.update(repeating: 0, count: BT * C)
         Kernels.layerNormBackward(dinp: dr1, dw: ptr(G, L.attentionNorm.weight), db: ptr(G, L.attentionNorm.bias),
-                                  dout: da, inp: la.r1.ptr, w: ptr(W, L.attentionNorm.weight), mean: la.m1.ptr, rstd: la.s1.ptr, n: BT, c: C)
+                                  dout: da, inp: la.r1.ptr, w: ptr(params, L.attentionNorm.weight), mean: la.m1.ptr,
+                                  rstd: la.s1.ptr, n: BT, c: C)
         for i in 0..<(BT * C) { dinp[i] += dr1[i] }
         if drop { Self.dropoutRegenerate(dr1, maskOut: nil, BT * C, p: c.dropout, rng: la.rngAO) }
         let dctx = s.dC2.ptr
         dctx.update(repeating: 0, count: BT * C)
-        Kernels.linearBackward(dinp: dctx, dw: ptr(G, L.attentionOutput.weight), db: ptr(G, L.attentionOutput.bias),
-                               dout: dr1, inp: la.ctx.ptr, w: ptr(W, L.attentionOutput.weight), n: BT, i: C, o: C)
-        // attention core
+        mm.linearBackward(dinp: dctx, dw: ptr(G, L.attentionOutput.weight), db: ptr(G, L.attentionOutput.bias),
+                          dout: dr1, inp: la.ctx.ptr, w: PL.attentionOutput.weight, n: BT)
+        // attention core (q, k, v: three (B·T, C) blocks of the layer's buffer; training never stacks them)
         let dq = s.dQ.ptr, dk = s.dK.ptr, dv = s.dV.ptr
         dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
         let attnDrop = acts.usedDropout && c.attentionDropout > 0
@@ -359,7 +347,8 @@ public final class TransformerNetModel: @unchecked Sendable {
                 for i in lo..<hi { probsDrop[i] = pr[i] * probsMask[i] }
             }
         }
-        let q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, dctxP = CP(dctx)
+        let lay = W.qkvLayout(rows: BT)
+        let q = la.qkv.ptr + lay.q, k = la.qkv.ptr + lay.k, v = la.qkv.ptr + lay.v, dctxP = CP(dctx)
         parallelGEMMs(B * NH, maxWorkers: s.dP.count / TT, work: 4 * B * NH * T * T * HS) { w, lo, hi in
             let dP = dPAll + w * TT  // per-worker scratch
             for bh in lo..<hi {
@@ -383,17 +372,9 @@ public final class TransformerNetModel: @unchecked Sendable {
                 BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: q + o, ldb: C, beta: 1, c: dk + o, ldc: C)
             }
         }
-        for (lin, d) in [(L.query, dq), (L.key, dk), (L.value, dv)] {
-            Kernels.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias),
-                                   dout: d, inp: input, w: ptr(W, lin.weight), n: BT, i: C, o: C)
+        for (j, (lin, d)) in [(L.query, dq), (L.key, dk), (L.value, dv)].enumerated() {
+            mm.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias),
+                              dout: d, inp: input, w: PL.qkv[j].weight, n: BT)
         }
     }
-}
-
-/// Stacked (3C, C) query/key/value weights and (3C) biases of every layer (`makeFusedQKV`).
-///
-/// Sendable (unchecked): filled once by `makeFusedQKV` and read-only afterwards.
-public final class FusedQKV: @unchecked Sendable {
-    let weight: FloatBuffer, bias: FloatBuffer
-    init(weight: FloatBuffer, bias: FloatBuffer) { self.weight = weight; self.bias = bias }
 }

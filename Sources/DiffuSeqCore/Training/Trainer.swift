@@ -127,6 +127,10 @@ public final class Trainer {
     private var acts: Activations?
     /// Threads and profile of the steps (bound to the training thread during a step).
     public let context: ComputeContext
+    /// The matrix-product backend of the steps (`context.precision` resolved on this machine).
+    public let matMul: MatMulChoice
+    /// The weights as that backend takes them; bf16 copies are re-made at the start of every step.
+    let prepared: PreparedWeights
     let examples: [Seq2SeqExample]
 
     /// A trainer over `examples` for `model` (already initialised or loaded).
@@ -144,6 +148,9 @@ public final class Trainer {
         self.examples = examples
         schedule = try NoiseSchedule(named: model.config.noiseSchedule, steps: model.config.diffusionSteps)
         loss = DiffusionLoss(model: model, schedule: schedule, variant: options.loss)
+        matMul = context.matMul(for: .training)
+        prepared = PreparedWeights(model: model, mm: matMul.mm)
+        loss.prepared = prepared
         loss.tokenWeight = options.tokenLoss; loss.labelSmoothing = options.labelSmoothing; loss.padID = padID
         grads = FloatBuffer(count: model.layout.totalCount)
         adam = AdamW(count: model.layout.totalCount, weightDecay: options.weightDecay)
@@ -186,6 +193,9 @@ public final class Trainer {
         let binding = context.bindToThread()
         defer { ComputeContext.restoreBinding(binding) }
         let c = model.config, T = c.seqLen, D = c.hiddenDim
+        // bf16 copies of the weights, once per step (the parameters may also have been loaded since the last
+        // step: a resume); nothing to do in fp32.
+        prepared.refresh()
         grads.zero()
         var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0, token: 0.0)
         let mb = options.microbatch

@@ -1,0 +1,138 @@
+import CDNNL
+import Foundation
+
+/// The weights of a `TransformerNetModel` as one `MatMul` backend takes them, for the model's one forward
+/// and one backward pass.
+///
+/// - OpenBLAS and oneDNN fp32: views into the model's fp32 parameters (no copy).
+/// - bf16: the same views plus a bf16 copy of every Linear weight, made by `refresh()` (the trainer calls
+///   it once per step, after the optimizer; a sampler once, when it is made). Biases, LayerNorms and the
+///   embeddings stay fp32.
+/// - Fused query/key/value (`fuseQKV`): each layer's three projections stacked into one (3C × C) product,
+///   a copy made by `refresh()`. The sampler asks for it on OpenBLAS when a model's batch-1 projections are
+///   small (`DiffusionSampler.fusesProjections`); training keeps three products (backward needs the three
+///   gradients), and so do larger models (the copy would cost 3·C²·L floats).
+///
+/// The layer code does not branch on any of this: it runs the products of `qkv` (one or three) into the
+/// layout `qkvLayout` gives, and every product goes through `mm`.
+///
+/// Sendable (unchecked): `refresh()` writes the copies only between passes (the trainer's step, or the
+/// sampler's init before it is shared); passes only read.
+final class PreparedWeights: @unchecked Sendable {
+    /// One Linear: its weight as the backend takes it, and its fp32 bias.
+    struct Linear {
+        let weight: WeightRef
+        let bias: CP
+    }
+
+    /// One encoder layer's products.
+    struct Layer {
+        /// The query/key/value products: one stacked (3C outputs) or three (C each), in that order.
+        let qkv: [Linear]
+        let attentionOutput: Linear, intermediate: Linear, output: Linear
+    }
+
+    /// The backend every product of the passes goes through.
+    let mm: any MatMul
+    let timeEmbedIn: Linear, timeEmbedOut: Linear
+    let inputUp: (first: Linear, second: Linear)?
+    let layers: [Layer]
+    let outputDown: (first: Linear, second: Linear)?
+    /// Whether each layer's query/key/value weights are stacked into one product.
+    let fusedQKV: Bool
+
+    private let model: TransformerNetModel
+    /// bf16 copies of the Linear weights, one block after another (`bf16Blocks`), or nil for fp32 backends.
+    private let half: UnsafeMutablePointer<UInt16>?
+    private let halfCount: Int
+    /// (source in the parameters, offset in `half`, count) of each bf16 copy.
+    private let bf16Blocks: [(source: Int, offset: Int, count: Int)]
+    /// Stacked (3C, C) weights and (3C) biases per layer (`fusedQKV`).
+    private let stacked: [(weight: FloatBuffer, bias: FloatBuffer)]
+
+    /// Prepares `model`'s weights for `mm` (and makes the copies: bf16, stacked QKV).
+    init(model: TransformerNetModel, mm: any MatMul, fuseQKV: Bool = false) {
+        self.model = model
+        self.mm = mm
+        fusedQKV = fuseQKV
+        let M = model.weights, C = model.config.width, L = model.config.layers
+        // Every Linear weight the passes use, in parameter order; their bf16 copies are laid out the same way.
+        var linears = [M.timeEmbedIn, M.timeEmbedOut]
+        if let up = M.inputUp { linears += [up.first, up.second] }
+        for l in M.layers { linears += [l.query, l.key, l.value, l.attentionOutput, l.intermediate, l.output] }
+        if let down = M.outputDown { linears += [down.first, down.second] }
+        var blocks: [(source: Int, offset: Int, count: Int)] = []
+        var halfOffset: [ParameterID: Int] = [:]
+        if mm.precision == .bf16 {
+            var off = 0
+            for lin in linears {
+                blocks.append((lin.weight.offset, off, lin.weight.count))
+                halfOffset[lin.weight] = off
+                off += (lin.weight.count + 31) / 32 * 32  // 64-byte aligned blocks
+            }
+            halfCount = off
+            half = UnsafeMutablePointer<UInt16>.allocate(capacity: max(1, off))
+        } else {
+            halfCount = 0
+            half = nil
+        }
+        bf16Blocks = blocks
+        stacked = fuseQKV ? (0..<L).map { _ in (FloatBuffer(count: 3 * C * C), FloatBuffer(count: 3 * C)) } : []
+        let params = model.params, half = self.half
+        func prep(_ l: LinearParameters) -> Linear {
+            let h = halfOffset[l.weight].flatMap { off in half.map { UnsafePointer($0 + off) } }
+            return Linear(weight: WeightRef(f32: CP(params.ptr + l.weight.offset), bf16: h, outputs: l.outputs,
+                                            inputs: l.inputs),
+                          bias: CP(params.ptr + l.bias.offset))
+        }
+        timeEmbedIn = prep(M.timeEmbedIn)
+        timeEmbedOut = prep(M.timeEmbedOut)
+        inputUp = M.inputUp.map { (prep($0.first), prep($0.second)) }
+        outputDown = M.outputDown.map { (prep($0.first), prep($0.second)) }
+        let stacked = self.stacked
+        layers = M.layers.enumerated().map { l, layer in
+            let qkv: [Linear]
+            if fuseQKV {
+                qkv = [Linear(weight: WeightRef(f32: CP(stacked[l].weight.ptr), bf16: nil, outputs: 3 * C, inputs: C),
+                              bias: CP(stacked[l].bias.ptr))]
+            } else {
+                qkv = [prep(layer.query), prep(layer.key), prep(layer.value)]
+            }
+            return Layer(qkv: qkv, attentionOutput: prep(layer.attentionOutput), intermediate: prep(layer.intermediate),
+                         output: prep(layer.output))
+        }
+        precondition(!(fuseQKV && mm.precision == .bf16), "stacked query/key/value weights are fp32 only")
+        refresh()
+    }
+
+    deinit { half?.deallocate() }
+
+    /// Re-makes the copies (bf16, stacked query/key/value) from the model's current parameters.
+    func refresh() {
+        let params = model.params
+        if let half {
+            for b in bf16Blocks { dsq_f32_to_bf16(half + b.offset, params.ptr + b.source, b.count) }
+        }
+        if fusedQKV {
+            let C = model.config.width
+            for (l, layer) in model.weights.layers.enumerated() {
+                for (j, lin) in [layer.query, layer.key, layer.value].enumerated() {
+                    (stacked[l].weight.ptr + j * C * C).update(from: params.ptr + lin.weight.offset, count: C * C)
+                    (stacked[l].bias.ptr + j * C).update(from: params.ptr + lin.bias.offset, count: C)
+                }
+            }
+        }
+    }
+
+    /// Bytes of the copies (bf16 weights, stacked projections) this preparation holds.
+    var copyBytes: Int { halfCount * 2 + stacked.reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 } }
+
+    /// Where a layer's query, key and value projections go in its (B·T·3C)-float buffer: with one stacked
+    /// product they are column blocks of one (B·T, 3C) matrix (row stride 3C); with three, three (B·T, C)
+    /// matrices one after another (row stride C). Offsets in floats; `outputs[i]` is where product
+    /// `qkv[i]` writes its (B·T, outputs) result.
+    func qkvLayout(rows: Int) -> (q: Int, k: Int, v: Int, stride: Int, outputs: [Int]) {
+        let C = model.config.width
+        return fusedQKV ? (0, C, 2 * C, 3 * C, [0]) : (0, rows * C, 2 * rows * C, C, [0, rows * C, 2 * rows * C])
+    }
+}

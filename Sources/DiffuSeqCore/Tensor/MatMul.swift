@@ -1,0 +1,266 @@
+import CDNNL
+import Foundation
+
+/// A Linear weight as a backend takes it: W (O, I) row-major (PyTorch's layout; y = x·Wᵀ), in fp32 and,
+/// for a bf16 backend, the same matrix in bf16 (converted once per training step or once per model).
+struct WeightRef {
+    /// (O, I) fp32.
+    let f32: CP
+    /// (O, I) bf16, or nil (fp32 backends).
+    let bf16: UnsafePointer<UInt16>?
+    /// O and I.
+    let outputs: Int, inputs: Int
+}
+
+/// A matrix-product backend (issue 14): every product of the network's Linear layers, forward and
+/// backward, goes through one, in the three forms y = x·Wᵀ (NT), dx += dy·W (NN) and dW += dyᵀ·x (TN).
+///
+/// - `OpenBLASMatMul`: fp32 `cblas_sgemm`, the reference (fixture parity) and the fallback.
+/// - `OneDNNMatMul(bf16: false)`: oneDNN fp32.
+/// - `OneDNNMatMul(bf16: true)`: bf16 inputs (activations converted as they enter a product, weights
+///   converted once per step), fp32 accumulation and output.
+///
+/// Products that must stay fp32 whatever the precision (the loss head's logits, the rounding scan) use
+/// `fp32`. The attention heads' small products run on OpenBLAS single-threaded per core (`parallelGEMMs`),
+/// whatever the backend: oneDNN's OpenMP pool must not be entered from several of our threads at once.
+protocol MatMul: AnyObject, Sendable {
+    /// Which library runs the products.
+    var library: MatMulLibrary { get }
+    /// The arithmetic of the products.
+    var precision: ComputeContext.Precision { get }
+    /// The same library in fp32 (itself for fp32 backends).
+    var fp32: any MatMul { get }
+    /// Row-major C (m × n) = alpha·op(A)·op(B) + beta·C, fp32 operands, op(A) (m × k), op(B) (k × n).
+    func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: CP, lda: Int, b: CP, ldb: Int,
+              beta: Float, c: P, ldc: Int)
+    /// out (N, O) = inp (N, I)·Wᵀ + bias (O).
+    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int)
+    /// Accumulates dinp (N, I) += dout (N, O)·W, dW (O, I) += doutᵀ·inp and db (O) += Σ_rows dout.
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int)
+}
+
+/// The library behind a `MatMul`.
+public enum MatMulLibrary: String, Sendable, CaseIterable {
+    /// OpenBLAS (fp32 only).
+    case openblas
+    /// oneDNN (fp32 and bf16), loaded at run time.
+    case onednn
+}
+
+extension MatMul {
+    /// "OpenBLAS fp32", "oneDNN bf16 (brg:avx512_core_bf16)".
+    var summary: String {
+        switch library {
+        case .openblas: return "OpenBLAS fp32"
+        case .onednn:
+            let impl = OneDNN.implementation(bf16: precision == .bf16)
+            return "oneDNN \(precision.rawValue)" + (impl.isEmpty ? "" : " (\(impl))")
+        }
+    }
+
+    /// db (O) += Σ_rows dout (N, O): column blocks in parallel, each column summing its rows in order
+    /// (thread-count independent).
+    func biasBackward(_ db: P, _ dout: CP, n: Int, o: Int) {
+        parallelRows(o, minChunk: 64) { lo, hi in
+            for r in 0..<n {
+                let row = dout + r * o
+                for j in lo..<hi { db[j] += row[j] }
+            }
+        }
+    }
+}
+
+/// OpenBLAS fp32: the reference backend (the products the fixtures were checked with) and the fallback.
+final class OpenBLASMatMul: MatMul {
+    /// The one instance (it holds no state).
+    static let shared = OpenBLASMatMul()
+    var library: MatMulLibrary { .openblas }
+    var precision: ComputeContext.Precision { .fp32 }
+    var fp32: any MatMul { self }
+
+    func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: CP, lda: Int, b: CP, ldb: Int,
+              beta: Float, c: P, ldc: Int) {
+        BLAS.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                  beta: beta, c: c, ldc: ldc)
+    }
+
+    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int) {
+        Kernels.linear(out, inp, w.f32, bias, n: n, i: w.inputs, o: w.outputs)
+    }
+
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int) {
+        Kernels.linearBackward(dinp: dinp, dw: dw, db: db, dout: dout, inp: inp, w: w.f32, n: n, i: w.inputs, o: w.outputs)
+    }
+}
+
+/// oneDNN's matmul in fp32 or bf16 (bf16 inputs, fp32 accumulation and output). Made only through
+/// `OneDNN.matMul(bf16:)`, which checks that the library loaded.
+final class OneDNNMatMul: MatMul {
+    let bf16: Bool
+    var library: MatMulLibrary { .onednn }
+    var precision: ComputeContext.Precision { bf16 ? .bf16 : .fp32 }
+    /// The fp32 sibling of a bf16 backend (nil: this one is fp32).
+    private let sibling: (any MatMul)?
+    var fp32: any MatMul { sibling ?? self }
+
+    fileprivate init(bf16: Bool, fp32: (any MatMul)?) {
+        self.bf16 = bf16
+        sibling = fp32
+    }
+
+    /// The threads of the bound context (oneDNN's OpenMP team for this product).
+    private var threads: Int32 { Int32(ComputeContext.bound.threads) }
+
+    /// One product; a oneDNN failure (none is expected once a shape has worked) is a programming error.
+    @inline(__always)
+    private func run(m: Int, n: Int, k: Int, a: UnsafeRawPointer, aType: Int32, aRS: Int, aCS: Int,
+                     b: UnsafeRawPointer, bType: Int32, bRS: Int, bCS: Int, bias: CP?, c: P, ldc: Int,
+                     alpha: Float = 1, beta: Float) {
+        let rc = dsq_dnnl_gemm(m, n, k, a, aType, aRS, aCS, b, bType, bRS, bCS, bf16 ? 1 : 0, bias, c, ldc, alpha,
+                               beta, threads)
+        precondition(rc == 0, "oneDNN matmul \(m)×\(n)×\(k): \(String(cString: dsq_dnnl_error()))")
+    }
+
+    func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: CP, lda: Int, b: CP, ldb: Int,
+              beta: Float, c: P, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        run(m: m, n: n, k: k, a: a, aType: DSQ_F32, aRS: transA ? 1 : lda, aCS: transA ? lda : 1,
+            b: b, bType: DSQ_F32, bRS: transB ? 1 : ldb, bCS: transB ? ldb : 1, bias: nil, c: c, ldc: ldc,
+            alpha: alpha, beta: beta)
+    }
+
+    /// W as the (K, N) operand of the forward product (its transpose: element (p, j) = W[j·I + p]).
+    private func weightOperand(_ w: WeightRef) -> (UnsafeRawPointer, Int32) {
+        if bf16, let h = w.bf16 { return (UnsafeRawPointer(h), DSQ_BF16) }
+        return (UnsafeRawPointer(w.f32), DSQ_F32)
+    }
+
+    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int) {
+        let (wp, wt) = weightOperand(w)
+        run(m: n, n: w.outputs, k: w.inputs, a: inp, aType: DSQ_F32, aRS: w.inputs, aCS: 1,
+            b: wp, bType: wt, bRS: 1, bCS: w.inputs, bias: bias, c: out, ldc: w.outputs, beta: 0)
+    }
+
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int) {
+        let (wp, wt) = weightOperand(w)
+        let o = w.outputs, i = w.inputs
+        if let dinp {  // NN: dinp (N, I) += dout (N, O)·W (O, I)
+            run(m: n, n: i, k: o, a: dout, aType: DSQ_F32, aRS: o, aCS: 1, b: wp, bType: wt, bRS: i, bCS: 1,
+                bias: nil, c: dinp, ldc: i, beta: 1)
+        }
+        // TN: dW (O, I) += doutᵀ (O, N)·inp (N, I)
+        run(m: o, n: i, k: n, a: dout, aType: DSQ_F32, aRS: 1, aCS: o, b: inp, bType: DSQ_F32, bRS: i, bCS: 1,
+            bias: nil, c: dw, ldc: i, beta: 1)
+        if let db { biasBackward(db, dout, n: n, o: o) }
+    }
+}
+
+/// oneDNN, loaded at run time (`Sources/CDNNL`): availability, version, the ISA it chose, and the backends.
+public enum OneDNN {
+    /// Loads oneDNN if needed; nil when it loaded, otherwise why not (one line).
+    public static var loadError: String? {
+        var buffer = [CChar](repeating: 0, count: 512)
+        return dsq_dnnl_load(&buffer, Int32(buffer.count)) == 0 ? nil : String(cString: buffer)
+    }
+
+    /// "2.6.3", or nil when oneDNN is not available.
+    public static var version: String? { loadError == nil ? String(cString: dsq_dnnl_version()) : nil }
+
+    /// oneDNN's name for the implementation of the last product it set up, e.g. "brg:avx512_core_bf16".
+    public static func implementation(bf16: Bool) -> String { String(cString: dsq_dnnl_impl(bf16 ? 1 : 0)) }
+
+    /// Whether this CPU has AVX512-BF16.
+    public static var cpuHasBF16: Bool { dsq_cpu_has_bf16() != 0 }
+
+    /// bf16 dot-product throughput over fp32 FMA throughput on this CPU (0 without AVX512-BF16), measured
+    /// once per process (≈ 2 ms).
+    public static var bf16SpeedRatio: Double { dsq_bf16_speed_ratio() }
+
+    /// oneDNN's implementation of a 64×256×256 product in fp32 and in bf16 (for `--version`: the ISA it chose),
+    /// or nil when oneDNN is not available.
+    public static func probe() -> (fp32: String, bf16: String)? {
+        guard let f = matMul(bf16: false), let h = matMul(bf16: true) else { return nil }
+        let a = FloatBuffer(count: 64 * 256), b = FloatBuffer(count: 256 * 256), c = FloatBuffer(count: 64 * 256)
+        var out: [String] = []
+        for mm in [f, h] {
+            mm.gemm(transA: false, transB: true, m: 64, n: 256, k: 256, alpha: 1, a: a.ptr, lda: 256, b: b.ptr, ldb: 256,
+                    beta: 0, c: c.ptr, ldc: 256)
+            out.append(implementation(bf16: mm.precision == .bf16))
+        }
+        return (out[0], out[1])
+    }
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var instances: [Bool: OneDNNMatMul] = [:]
+
+    /// The oneDNN backend (one per precision per process; they hold no per-run state), or nil with the reason.
+    static func matMul(bf16: Bool) -> (any MatMul)? {
+        guard loadError == nil else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        if let m = instances[bf16] { return m }
+        let f32 = instances[false] ?? OneDNNMatMul(bf16: false, fp32: nil)
+        instances[false] = f32
+        if !bf16 { return f32 }
+        let m = OneDNNMatMul(bf16: true, fp32: f32)
+        instances[true] = m
+        return m
+    }
+}
+
+/// The backend a compute context gives for a run, with a one-line notice when it fell back (oneDNN
+/// missing, no AVX512-BF16) or when `auto` decided (and why).
+public struct MatMulChoice: Sendable {
+    let mm: any MatMul
+    /// Says what was asked and what runs instead, or what `auto` chose and why; nil when it is as asked.
+    public let notice: String?
+    /// "OpenBLAS fp32", "oneDNN bf16 (brg:avx512_core_bf16)" (the implementation once a product ran).
+    public var summary: String { mm.summary }
+    /// The precision that runs.
+    public var precision: ComputeContext.Precision { mm.precision }
+    /// The library that runs.
+    public var library: MatMulLibrary { mm.library }
+}
+
+extension ComputeContext {
+    /// The matrix-product backend of this context for `workload`: `precision` and `library` resolved
+    /// against what this machine has. bf16 needs oneDNN and AVX512-BF16; without either it falls back to
+    /// fp32 with a notice. `auto` is bf16 for training and batch sampling when the CPU's bf16 dot
+    /// products are at least `autoBF16Ratio` times as fast as its fp32 FMAs (measured once, ≈ 2 ms) and
+    /// fp32 otherwise; batch-1 runs (`interactive`) stay fp32.
+    public func matMul(for workload: Workload) -> MatMulChoice {
+        func fp32(_ why: String? = nil) -> MatMulChoice {
+            if library == .onednn {
+                if let m = OneDNN.matMul(bf16: false) { return MatMulChoice(mm: m, notice: why) }
+                let reason = OneDNN.loadError ?? "unavailable"
+                return MatMulChoice(mm: OpenBLASMatMul.shared,
+                                    notice: (why.map { $0 + "; " } ?? "") + "DIFFUSEQ_MATMUL=onednn: \(reason); using OpenBLAS")
+            }
+            return MatMulChoice(mm: OpenBLASMatMul.shared, notice: why)
+        }
+        func bf16Blocker() -> String? {
+            if let e = OneDNN.loadError { return e }
+            if !OneDNN.cpuHasBF16 { return "this CPU has no AVX512-BF16" }
+            return nil
+        }
+        switch precision {
+        case .fp32:
+            return fp32()
+        case .bf16:
+            if let why = bf16Blocker() { return fp32("bf16 is not available (\(why)); computing in fp32") }
+            guard let m = OneDNN.matMul(bf16: true) else { return fp32("bf16 is not available; computing in fp32") }
+            let r = OneDNN.bf16SpeedRatio
+            let slow = r < 1 ? String(format: "; note: bf16 dot products run at %.2f× the fp32 FMA rate on this CPU", r) : ""
+            return MatMulChoice(mm: m, notice: slow.isEmpty ? nil : "bf16 products on oneDNN" + slow)
+        case .auto:
+            if workload == .interactive { return fp32() }
+            if let why = bf16Blocker() { return fp32("precision auto: fp32 (\(why))") }
+            let r = OneDNN.bf16SpeedRatio
+            let rate = String(format: "bf16 dot products run at %.2f× the fp32 FMA rate on this CPU", r)
+            if r >= Self.autoBF16Ratio, let m = OneDNN.matMul(bf16: true) {
+                return MatMulChoice(mm: m, notice: "precision auto: bf16 (\(rate))")
+            }
+            return fp32("precision auto: fp32 (\(rate))")
+        }
+    }
+}
