@@ -80,6 +80,17 @@ void dsq_f32_to_bf16(uint16_t *dst, const float *src, long n) {
     dsq_f32_to_bf16_portable(dst, src, n);
 }
 
+void dsq_f32_to_bf16_inplace(float *x, long n) {
+    /* Blocks of 32 in increasing order: block b reads bytes [128b, 128b + 128) and writes [64b, 64b + 64), which
+       is all read already (its own block or an earlier one). */
+    uint16_t tmp[32];
+    for (long i = 0; i < n; i += 32) {
+        long m = n - i < 32 ? n - i : 32;
+        dsq_f32_to_bf16(tmp, x + i, m);
+        memcpy((char *)x + 2 * i, tmp, (size_t)m * 2);
+    }
+}
+
 void dsq_bf16_to_f32(float *dst, const uint16_t *src, long n) {
     for (long i = 0; i < n; i++) {
         uint32_t u = (uint32_t)src[i] << 16;

@@ -7,15 +7,16 @@ import Testing
 @Suite("Loss and gradients vs the official code")
 struct GradientTests {
     /// `sparseCap`: nil = the default choice, 0 = dense CE backward, 1_000_000 = sparse on every row.
-    /// `mm`: the matrix-product backend of the passes (nil: OpenBLAS).
-    func run(_ objective: LossObjective, sparseCap: Int? = nil, mm: (any MatMul)? = nil) throws
-        -> (LossTerms, TransformerNetModel, FloatBuffer) {
+    /// `mm`: the matrix-product backend of the passes (nil: OpenBLAS); `bf16Caches`: keep the bf16 copies of the
+    /// product inputs for backward, as a bf16 training step does.
+    func run(_ objective: LossObjective, sparseCap: Int? = nil, mm: (any MatMul)? = nil, bf16Caches: Bool = false,
+             bf16Copies: Bool = true) throws -> (LossTerms, TransformerNetModel, FloatBuffer) {
         let g = try Golden("golden.safetensors")
         let m = try loadTinyModel()
         let loss = DiffusionLoss(model: m, schedule: try NoiseSchedule(named: "sqrt", steps: 50))
         loss.sparseCap = sparseCap
-        if let mm { loss.prepared = PreparedWeights(model: m, mm: mm) }
-        let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
+        if let mm { loss.prepared = PreparedWeights(model: m, mm: mm, bf16Copies: bf16Copies) }
+        let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false, bf16Caches: bf16Caches)
         let grads = FloatBuffer(count: m.layout.totalCount)
         let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")
         let terms = n1.withUnsafeBufferPointer { a in
@@ -67,6 +68,11 @@ struct GradientTests {
         }
         #expect(abs(n16.squareRoot() / n32.squareRoot() - 1) <= 5e-3, "norms \(n16.squareRoot()) vs \(n32.squareRoot())")
         #expect(abs(t16.loss[0] - t32.loss[0]) <= 1e-3 * abs(t32.loss[0]) + 1e-4, "loss \(t16.loss) vs \(t32.loss)")
+        // A training step's preparation (the product inputs backward reads kept as bf16, their fp32 buffers shared
+        // by the layers; no weight copies, each weight converted as it enters a product) changes nothing: the same
+        // bf16 values enter the same products.
+        let (_, _, gc) = try run(.all, sparseCap: 0, mm: try matMul(.onednn, bf16: true), bf16Caches: true, bf16Copies: false)
+        #expect(gc.array == g16.array, "bf16 caches changed the gradients")
         print("bf16 vs fp32 gradients (fixture model): worst tensor \(worst.1) \(worst.0); norm ratio \(n16.squareRoot() / n32.squareRoot())")
     }
 

@@ -44,6 +44,10 @@ struct MatMulTests {
         #expect(fast == portable, "first difference at \(fast.indices.first { fast[$0] != portable[$0] } ?? -1)")
         // Ties go to even; the float of each bf16 is within half a bf16 ulp (2⁻⁹ relative).
         #expect(portable[14] == 0x3F80 && portable[15] == 0x3F82)
+        var inPlace = x
+        inPlace.withUnsafeMutableBufferPointer { dsq_f32_to_bf16_inplace($0.baseAddress!, x.count) }
+        let halves = inPlace.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self).prefix(x.count)) }
+        #expect(halves == portable, "in-place conversion differs")
         var back = [Float](repeating: 0, count: x.count)
         dsq_bf16_to_f32(&back, portable, x.count)
         #expect(back[6].isNaN && back[4] == .infinity && back[11] == 0 && back[12] == 0)
@@ -203,5 +207,57 @@ struct BF16TrainingTests {
         }
         #expect(lf.last! < 0.5 * lf.first! && lh.last! < 0.5 * lh.first!)
         print("bf16 training: mean |bf16 − fp32| loss \(gap), fp32 step-to-step noise \(noise); last losses \(lh.last!) / \(lf.last!)")
+    }
+}
+
+/// bf16 sampling: the network's products in bf16, the rounding to the nearest embedding exact in fp32.
+@Suite("bf16 sampling rounds like fp32")
+struct BF16SamplingTests {
+    @Test("wherever fp32's rounding margin exceeds twice the bf16 change of any distance, bf16 picks fp32's token")
+    func sameTokensAboveTheError() throws {
+        let g = try Golden("golden.safetensors")
+        let model = try loadTinyModel()
+        _ = try matMul(.onednn, bf16: true)
+        let f32 = try DiffusionSampler(model: model, context: ComputeContext(engine: .blas, precision: .fp32))
+        let b16 = try DiffusionSampler(model: model, context: ComputeContext(engine: .blas, precision: .bf16))
+        try #require(b16.matMul.precision == .bf16 && f32.matMul.precision == .fp32)
+        let c = model.config, D = c.hiddenDim, V = c.vocabSize, rows = 2 * 16
+        let x = g.f32("loss.x_t")
+        var checked = 0, decided = 0
+        for t: Float in [0, 200, 500, 980] {
+            func predict(_ s: DiffusionSampler) -> [Float] {
+                let acts = Activations(config: c, B: 2, T: 16, keepLayerCaches: false, dropout: false)
+                let out = x.withUnsafeBufferPointer { model.forward(x: $0.baseAddress!, tModel: [t, t], acts: acts, dropout: nil,
+                                                                    weights: s.prepared) }
+                return Array(UnsafeBufferPointer(start: out, count: rows * D))
+            }
+            let a = predict(f32), h = predict(b16)
+            #expect(a != h, "the bf16 products ran in fp32")
+            var idsA = [Int32](repeating: 0, count: rows), idsH = idsA, marginA = [Float](repeating: 0, count: rows), marginH = marginA
+            a.withUnsafeBufferPointer { f32.index.nearest($0.baseAddress!, rows: rows, ids: &idsA, margins: &marginA) }
+            h.withUnsafeBufferPointer { f32.index.nearest($0.baseAddress!, rows: rows, ids: &idsH, margins: &marginH) }
+            let E = model.tensor("word_embedding.weight")!
+            for r in 0..<rows {
+                // The largest change of any squared distance ‖x − E_k‖² between the fp32 and the bf16 prediction, in Double.
+                var worst = 0.0
+                for k in 0..<V {
+                    var da = 0.0, dh = 0.0
+                    for j in 0..<D {
+                        let e = Double(E[k * D + j])
+                        da += (Double(a[r * D + j]) - e) * (Double(a[r * D + j]) - e)
+                        dh += (Double(h[r * D + j]) - e) * (Double(h[r * D + j]) - e)
+                    }
+                    worst = max(worst, abs(dh - da))
+                }
+                checked += 1
+                if Double(marginA[r]) > 2 * worst + 1e-4 {
+                    decided += 1
+                    #expect(idsH[r] == idsA[r], "t \(t) row \(r): margin \(marginA[r]) > 2·\(worst) but bf16 picked \(idsH[r]), fp32 \(idsA[r])")
+                }
+            }
+        }
+        print("bf16 sampling: \(decided) of \(checked) rows decided by more than twice the bf16 error; all agree")
+        // Most rows are decided by more than the bf16 error (otherwise the check would be empty).
+        #expect(decided * 2 > checked, "\(decided) of \(checked) rows have a margin above the bf16 error")
     }
 }

@@ -33,6 +33,9 @@ double dsq_bf16_speed_ratio(void);
 /// dst[i] = bf16(src[i]) for i < n, rounded to nearest even; NaN stays NaN; denormals become signed zero
 /// (as `vcvtneps2bf16`, which the AVX512-BF16 path uses; the portable path gives the same bits).
 void dsq_f32_to_bf16(uint16_t *dst, const float *src, long n);
+/// `dsq_f32_to_bf16` in place: the n bf16 values end up in the first 2n bytes of `x` (each block is read
+/// before anything is written over it, in increasing order).
+void dsq_f32_to_bf16_inplace(float *x, long n);
 /// The portable conversion (tests compare it with the instruction).
 void dsq_f32_to_bf16_portable(uint16_t *dst, const float *src, long n);
 /// dst[i] = the float of bf16 src[i].

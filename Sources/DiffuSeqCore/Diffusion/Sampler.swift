@@ -69,8 +69,17 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// engine). On OpenBLAS, models whose per-projection batch-1 products are small (the built-in model:
     /// 64×256×256) get their query/key/value weights stacked into one product per layer, which saves
     /// per-call overhead; larger models keep three (their products are efficient already, and the copy
-    /// would cost 3·C²·layers floats). A snapshot, like the rounding table.
-    let prepared: PreparedWeights
+    /// would cost 3·C²·layers floats). A snapshot, like the rounding table; bf16 copies are made by the first
+    /// run that needs them (like the packed panels: a run on the packed engine never does).
+    var prepared: PreparedWeights {
+        packedLock.lock()
+        defer { packedLock.unlock() }
+        if let p = _prepared { return p }
+        let p = makePrepared()
+        _prepared = p
+        return p
+    }
+    private var _prepared: PreparedWeights?
     /// The matrix-product backend of runs that do not use the packed engine (`context.precision` resolved).
     public let matMul: MatMulChoice
 
@@ -102,8 +111,12 @@ public final class DiffusionSampler: @unchecked Sendable {
         index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding),
                                bias: model.ptr(model.params, \.lmHeadBias), V: c.vocabSize, D: c.hiddenDim)
         matMul = context.matMul(for: workload)
-        prepared = PreparedWeights(model: model, mm: matMul.mm,
-                                   fuseQKV: matMul.library == .openblas && Self.fusesProjections(c))
+        if matMul.precision != .bf16 { _prepared = makePrepared() }
+    }
+
+    private func makePrepared() -> PreparedWeights {
+        PreparedWeights(model: model, mm: matMul.mm,
+                        fuseQKV: matMul.library == .openblas && Self.fusesProjections(model.config))
     }
 
     /// Packs the weights now if a batch-1 run will use the packed engine (the explorer calls this at load so

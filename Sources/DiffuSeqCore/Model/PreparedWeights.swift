@@ -5,9 +5,13 @@ import Foundation
 /// and one backward pass.
 ///
 /// - OpenBLAS and oneDNN fp32: views into the model's fp32 parameters (no copy).
-/// - bf16: the same views plus a bf16 copy of every Linear weight, made by `refresh()` (the trainer calls
-///   it once per step, after the optimizer; a sampler once, when it is made). Biases, LayerNorms and the
-///   embeddings stay fp32.
+/// - bf16, for sampling: the same views plus a bf16 copy of every Linear weight, made once when the sampler
+///   is made (`refresh()`). Biases, LayerNorms and the embeddings stay fp32.
+/// - bf16, for training (`bf16Copies: false`): no copies; each weight is converted as it enters a product
+///   (the same bf16 values a copy would hold, twice per step instead of once). A copy per step would add half
+///   the Linear weights' bytes to the step's memory (170 MB for the base model) while one more conversion
+///   costs well under 1 % of a step; issue 14 asks both for a copy made once per step and for no growth in
+///   memory, and memory wins (README, "Matrix products").
 /// - Fused query/key/value (`fuseQKV`): each layer's three projections stacked into one (3C × C) product,
 ///   a copy made by `refresh()`. The sampler asks for it on OpenBLAS when a model's batch-1 projections are
 ///   small (`DiffusionSampler.fusesProjections`); training keeps three products (backward needs the three
@@ -50,8 +54,8 @@ final class PreparedWeights: @unchecked Sendable {
     /// Stacked (3C, C) weights and (3C) biases per layer (`fusedQKV`).
     private let stacked: [(weight: FloatBuffer, bias: FloatBuffer)]
 
-    /// Prepares `model`'s weights for `mm` (and makes the copies: bf16, stacked QKV).
-    init(model: TransformerNetModel, mm: any MatMul, fuseQKV: Bool = false) {
+    /// Prepares `model`'s weights for `mm` (and makes the copies: bf16 unless `bf16Copies` is false, stacked QKV).
+    init(model: TransformerNetModel, mm: any MatMul, fuseQKV: Bool = false, bf16Copies: Bool = true) {
         self.model = model
         self.mm = mm
         fusedQKV = fuseQKV
@@ -63,7 +67,7 @@ final class PreparedWeights: @unchecked Sendable {
         if let down = M.outputDown { linears += [down.first, down.second] }
         var blocks: [(source: Int, offset: Int, count: Int)] = []
         var halfOffset: [ParameterID: Int] = [:]
-        if mm.precision == .bf16 {
+        if mm.precision == .bf16 && bf16Copies {
             var off = 0
             for lin in linears {
                 blocks.append((lin.weight.offset, off, lin.weight.count))

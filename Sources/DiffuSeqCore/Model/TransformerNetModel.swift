@@ -137,7 +137,8 @@ public final class TransformerNetModel: @unchecked Sendable {
         let L = self.weights.layers[l], PL = W.layers[l], mm = W.mm
         // BertSelfAttention: query, key, value (one stacked product or three, as the weights were prepared).
         let lay = W.qkvLayout(rows: BT), qkv = la.qkv.ptr
-        for (part, offset) in zip(PL.qkv, lay.outputs) { mm.linear(qkv + offset, input, part.weight, part.bias, n: BT) }
+        let x = mm.operand(input, count: BT * C, cache: la.inputHalf)  // bf16 caches: the copy backward reads
+        for (part, offset) in zip(PL.qkv, lay.outputs) { mm.linear(qkv + offset, x, part.weight, part.bias, n: BT) }
         let q = qkv + lay.q, k = qkv + lay.k, v = qkv + lay.v, qs = lay.stride
         let scale = 1 / Float(HS).squareRoot()
         let TT = T * T
@@ -169,7 +170,8 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         // BertSelfOutput
         let ao = acts.ao.ptr
-        mm.linear(ao, la.ctx.ptr, PL.attentionOutput.weight, PL.attentionOutput.bias, n: BT)
+        mm.linear(ao, mm.operand(la.ctx.ptr, count: BT * C, cache: la.ctxHalf), PL.attentionOutput.weight,
+                  PL.attentionOutput.bias, n: BT)
         if let rng = dropout, c.dropout > 0 {
             la.rngAO = rng.pointee
             Self.dropoutForward(ao, mask: nil, ao, BT * C, p: c.dropout, rng: rng)
@@ -179,10 +181,13 @@ public final class TransformerNetModel: @unchecked Sendable {
         Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(params, L.attentionNorm.weight),
                           ptr(params, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
         // BertIntermediate + BertOutput
-        mm.linear(la.f1.ptr, la.a.ptr, PL.intermediate.weight, PL.intermediate.bias, n: BT)
+        mm.linear(la.f1.ptr, mm.operand(la.a.ptr, count: BT * C, cache: la.aHalf), PL.intermediate.weight,
+                  PL.intermediate.bias, n: BT)
         Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * c.ffn)
         let f2 = acts.f2.ptr
-        mm.linear(f2, acts.g.ptr, PL.output.weight, PL.output.bias, n: BT)
+        // g is a temporary that only this product reads: with bf16 caches it becomes bf16 where it is.
+        mm.linear(f2, mm.operand(inPlace: acts.g.ptr, count: BT * c.ffn, la.aHalf != nil), PL.output.weight, PL.output.bias,
+                  n: BT)
         if let rng = dropout, c.dropout > 0 {
             la.rngF2 = rng.pointee
             Self.dropoutForward(f2, mask: nil, f2, BT * C, p: c.dropout, rng: rng)
@@ -303,6 +308,9 @@ public final class TransformerNetModel: @unchecked Sendable {
         let NH = c.heads, HS = c.headSize, TT = T * T
         let L = self.weights.layers[l], PL = W.layers[l], mm = W.mm, s = acts.scratch
         let drop = acts.usedDropout && c.dropout > 0
+        // With bf16 caches (a bf16 training step) the temporaries below that only one product reads (the recomputed
+        // GELU output, each Linear's dout) become bf16 where they are, instead of in scratch of their size.
+        let consume = la.aHalf != nil
         // BertOutput LayerNorm
         let dr2 = s.dC1.ptr
         dr2.update(repeating: 0, count: BT * C)
@@ -315,12 +323,13 @@ public final class TransformerNetModel: @unchecked Sendable {
         let dg = s.dF.ptr
         dg.update(repeating: 0, count: BT * F)
         Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)  // recompute the GELU output instead of keeping it per layer
-        mm.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias),
-                          dout: dr2, inp: acts.g.ptr, w: PL.output.weight, n: BT)
+        mm.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias), dout: dr2,
+                          inp: mm.operand(inPlace: acts.g.ptr, count: BT * F, consume), w: PL.output.weight, n: BT,
+                          consumeDout: consume)
         let df1 = dg
         Kernels.geluBackwardInPlace(df1, la.f1.ptr, BT * F)
         mm.linearBackward(dinp: da, dw: ptr(G, L.intermediate.weight), db: ptr(G, L.intermediate.bias),
-                          dout: df1, inp: la.a.ptr, w: PL.intermediate.weight, n: BT)
+                          dout: df1, inp: mm.cached(la.a.ptr, la.aHalf), w: PL.intermediate.weight, n: BT, consumeDout: consume)
         // BertSelfOutput LayerNorm
         let dr1 = s.dC3.ptr
         dr1.update(repeating: 0, count: BT * C)
@@ -332,7 +341,8 @@ public final class TransformerNetModel: @unchecked Sendable {
         let dctx = s.dC2.ptr
         dctx.update(repeating: 0, count: BT * C)
         mm.linearBackward(dinp: dctx, dw: ptr(G, L.attentionOutput.weight), db: ptr(G, L.attentionOutput.bias),
-                          dout: dr1, inp: la.ctx.ptr, w: PL.attentionOutput.weight, n: BT)
+                          dout: dr1, inp: mm.cached(la.ctx.ptr, la.ctxHalf), w: PL.attentionOutput.weight, n: BT,
+                          consumeDout: consume)
         // attention core (q, k, v: three (B·T, C) blocks of the layer's buffer; training never stacks them)
         let dq = s.dQ.ptr, dk = s.dK.ptr, dv = s.dV.ptr
         dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
@@ -372,9 +382,11 @@ public final class TransformerNetModel: @unchecked Sendable {
                 BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: q + o, ldb: C, beta: 1, c: dk + o, ldc: C)
             }
         }
+        // With bf16 caches the fp32 input of layers after the first is gone (its buffer is shared): its bf16 copy is not.
+        let x = mm.cached(input, la.inputHalf)
         for (j, (lin, d)) in [(L.query, dq), (L.key, dk), (L.value, dv)].enumerated() {
-            mm.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias),
-                              dout: d, inp: input, w: PL.qkv[j].weight, n: BT)
+            mm.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias), dout: d, inp: x, w: PL.qkv[j].weight, n: BT,
+                              consumeDout: consume)
         }
     }
 }

@@ -12,6 +12,12 @@ struct WeightRef {
     let outputs: Int, inputs: Int
 }
 
+/// An activation entering a product: fp32, or the bf16 copy a bf16 backend made of it (`MatMul.operand`).
+enum Operand {
+    case f32(CP)
+    case bf16(UnsafePointer<UInt16>)
+}
+
 /// A matrix-product backend (issue 14): every product of the network's Linear layers, forward and
 /// backward, goes through one, in the three forms y = x·Wᵀ (NT), dx += dy·W (NN) and dW += dyᵀ·x (TN).
 ///
@@ -34,9 +40,11 @@ protocol MatMul: AnyObject, Sendable {
     func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: CP, lda: Int, b: CP, ldb: Int,
               beta: Float, c: P, ldc: Int)
     /// out (N, O) = inp (N, I)·Wᵀ + bias (O).
-    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int)
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int)
     /// Accumulates dinp (N, I) += dout (N, O)·W, dW (O, I) += doutᵀ·inp and db (O) += Σ_rows dout.
-    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int)
+    /// `consumeDout`: dout is a temporary nothing reads afterwards, which a bf16 backend may convert in place
+    /// (instead of into scratch of its size).
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: Operand, w: WeightRef, n: Int, consumeDout: Bool)
 }
 
 /// The library behind a `MatMul`.
@@ -48,6 +56,43 @@ public enum MatMulLibrary: String, Sendable, CaseIterable {
 }
 
 extension MatMul {
+    /// out (N, O) = inp (N, I)·Wᵀ + bias (O), inp fp32.
+    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int) { linear(out, .f32(inp), w, bias, n: n) }
+
+    /// `linearBackward` with an fp32 input.
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int) {
+        linearBackward(dinp: dinp, dw: dw, db: db, dout: dout, inp: .f32(inp), w: w, n: n, consumeDout: false)
+    }
+
+    /// `linearBackward` that leaves dout as it is.
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: Operand, w: WeightRef, n: Int) {
+        linearBackward(dinp: dinp, dw: dw, db: db, dout: dout, inp: inp, w: w, n: n, consumeDout: false)
+    }
+
+    /// The operand of activation `x` (`count` floats) for this backend's products: `x` itself, or for bf16 its
+    /// bf16 copy written into `cache` (which the caller keeps for the backward pass; without a cache the
+    /// product converts `x` into scratch as it runs).
+    func operand(_ x: CP, count: Int, cache: HalfBuffer?) -> Operand {
+        guard precision == .bf16, let cache else { return .f32(x) }
+        precondition(cache.count >= count)
+        dsq_f32_to_bf16(cache.ptr, x, count)
+        return .bf16(UnsafePointer(cache.ptr))
+    }
+
+    /// The operand of activation `x` (`count` floats) converted in place when `inPlace` and this backend is bf16
+    /// (the fp32 values are gone: for a temporary read by this product only), else `x`.
+    func operand(inPlace x: P, count: Int, _ inPlace: Bool) -> Operand {
+        guard precision == .bf16, inPlace else { return .f32(x) }
+        dsq_f32_to_bf16_inplace(x, count)
+        return .bf16(UnsafeRawPointer(x).assumingMemoryBound(to: UInt16.self))
+    }
+
+    /// The operand of an activation that backward reads: its bf16 cache when the forward made one, else `x`.
+    func cached(_ x: CP, _ cache: HalfBuffer?) -> Operand {
+        if precision == .bf16, let cache { return .bf16(UnsafePointer(cache.ptr)) }
+        return .f32(x)
+    }
+
     /// "OpenBLAS fp32", "oneDNN bf16 (brg:avx512_core_bf16)".
     var summary: String {
         switch library {
@@ -84,12 +129,19 @@ final class OpenBLASMatMul: MatMul {
                   beta: beta, c: c, ldc: ldc)
     }
 
-    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int) {
-        Kernels.linear(out, inp, w.f32, bias, n: n, i: w.inputs, o: w.outputs)
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int) {
+        Kernels.linear(out, Self.f32(inp), w.f32, bias, n: n, i: w.inputs, o: w.outputs)
     }
 
-    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int) {
-        Kernels.linearBackward(dinp: dinp, dw: dw, db: db, dout: dout, inp: inp, w: w.f32, n: n, i: w.inputs, o: w.outputs)
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: Operand, w: WeightRef, n: Int, consumeDout: Bool) {
+        Kernels.linearBackward(dinp: dinp, dw: dw, db: db, dout: dout, inp: Self.f32(inp), w: w.f32, n: n, i: w.inputs,
+                               o: w.outputs)
+    }
+
+    /// fp32 backends never get bf16 operands (`operand` makes them only for bf16 backends).
+    private static func f32(_ x: Operand) -> CP {
+        guard case .f32(let p) = x else { preconditionFailure("an fp32 backend was given a bf16 operand") }
+        return p
     }
 }
 
@@ -135,23 +187,37 @@ final class OneDNNMatMul: MatMul {
         return (UnsafeRawPointer(w.f32), DSQ_F32)
     }
 
-    func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int) {
-        let (wp, wt) = weightOperand(w)
-        run(m: n, n: w.outputs, k: w.inputs, a: inp, aType: DSQ_F32, aRS: w.inputs, aCS: 1,
+    /// An activation operand as the C shim takes it.
+    private func raw(_ x: Operand) -> (UnsafeRawPointer, Int32) {
+        switch x {
+        case .f32(let p): return (UnsafeRawPointer(p), DSQ_F32)
+        case .bf16(let h):
+            precondition(bf16, "an fp32 backend was given a bf16 operand")
+            return (UnsafeRawPointer(h), DSQ_BF16)
+        }
+    }
+
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int) {
+        let (wp, wt) = weightOperand(w), (xp, xt) = raw(inp)
+        run(m: n, n: w.outputs, k: w.inputs, a: xp, aType: xt, aRS: w.inputs, aCS: 1,
             b: wp, bType: wt, bRS: 1, bCS: w.inputs, bias: bias, c: out, ldc: w.outputs, beta: 0)
     }
 
-    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: CP, w: WeightRef, n: Int) {
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: Operand, w: WeightRef, n: Int, consumeDout: Bool) {
         let (wp, wt) = weightOperand(w)
         let o = w.outputs, i = w.inputs
+        // The bias gradient first, from the fp32 dout; then dout may become bf16 where it is.
+        if let db { biasBackward(db, dout, n: n, o: o) }
+        let (dp, dt) = bf16 && consumeDout ? raw(operand(inPlace: UnsafeMutablePointer(mutating: dout), count: n * o, true))
+                                             : (UnsafeRawPointer(dout), DSQ_F32)
         if let dinp {  // NN: dinp (N, I) += dout (N, O)·W (O, I)
-            run(m: n, n: i, k: o, a: dout, aType: DSQ_F32, aRS: o, aCS: 1, b: wp, bType: wt, bRS: i, bCS: 1,
+            run(m: n, n: i, k: o, a: dp, aType: dt, aRS: o, aCS: 1, b: wp, bType: wt, bRS: i, bCS: 1,
                 bias: nil, c: dinp, ldc: i, beta: 1)
         }
         // TN: dW (O, I) += doutᵀ (O, N)·inp (N, I)
-        run(m: o, n: i, k: n, a: dout, aType: DSQ_F32, aRS: 1, aCS: o, b: inp, bType: DSQ_F32, bRS: i, bCS: 1,
+        let (xp, xt) = raw(inp)
+        run(m: o, n: i, k: n, a: dp, aType: dt, aRS: 1, aCS: o, b: xp, bType: xt, bRS: i, bCS: 1,
             bias: nil, c: dw, ldc: i, beta: 1)
-        if let db { biasBackward(db, dout, n: n, o: o) }
     }
 }
 
@@ -250,8 +316,8 @@ extension ComputeContext {
             if let why = bf16Blocker() { return fp32("bf16 is not available (\(why)); computing in fp32") }
             guard let m = OneDNN.matMul(bf16: true) else { return fp32("bf16 is not available; computing in fp32") }
             let r = OneDNN.bf16SpeedRatio
-            let slow = r < 1 ? String(format: "; note: bf16 dot products run at %.2f× the fp32 FMA rate on this CPU", r) : ""
-            return MatMulChoice(mm: m, notice: slow.isEmpty ? nil : "bf16 products on oneDNN" + slow)
+            let slow = String(format: "bf16 dot products run at %.2f× the fp32 FMA rate on this CPU: bf16 is slower than fp32 here", r)
+            return MatMulChoice(mm: m, notice: r < 1 ? slow : nil)
         case .auto:
             if workload == .interactive { return fp32() }
             if let why = bf16Blocker() { return fp32("precision auto: fp32 (\(why))") }

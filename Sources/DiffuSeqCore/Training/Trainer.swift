@@ -129,7 +129,7 @@ public final class Trainer {
     public let context: ComputeContext
     /// The matrix-product backend of the steps (`context.precision` resolved on this machine).
     public let matMul: MatMulChoice
-    /// The weights as that backend takes them; bf16 copies are re-made at the start of every step.
+    /// The weights as that backend takes them (views: a bf16 backend converts each weight as it enters a product).
     let prepared: PreparedWeights
     let examples: [Seq2SeqExample]
 
@@ -149,7 +149,8 @@ public final class Trainer {
         schedule = try NoiseSchedule(named: model.config.noiseSchedule, steps: model.config.diffusionSteps)
         loss = DiffusionLoss(model: model, schedule: schedule, variant: options.loss)
         matMul = context.matMul(for: .training)
-        prepared = PreparedWeights(model: model, mm: matMul.mm)
+        // No bf16 weight copies in training: memory (see PreparedWeights).
+        prepared = PreparedWeights(model: model, mm: matMul.mm, bf16Copies: false)
         loss.prepared = prepared
         loss.tokenWeight = options.tokenLoss; loss.labelSmoothing = options.labelSmoothing; loss.padID = padID
         grads = FloatBuffer(count: model.layout.totalCount)
@@ -193,9 +194,7 @@ public final class Trainer {
         let binding = context.bindToThread()
         defer { ComputeContext.restoreBinding(binding) }
         let c = model.config, T = c.seqLen, D = c.hiddenDim
-        // bf16 copies of the weights, once per step (the parameters may also have been loaded since the last
-        // step: a resume); nothing to do in fp32.
-        prepared.refresh()
+        prepared.refresh()  // copies of the weights, if the preparation keeps any (the parameters change every step)
         grads.zero()
         var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0, token: 0.0)
         let mb = options.microbatch
@@ -205,7 +204,8 @@ public final class Trainer {
             let chunk = Array(batch[start..<min(start + mb, batch.count)])
             let B = chunk.count
             if acts == nil || acts?.B != B {
-                acts = Activations(config: c, B: B, T: T, keepLayerCaches: true, dropout: c.dropout > 0 || c.attentionDropout > 0)
+                acts = Activations(config: c, B: B, T: T, keepLayerCaches: true, dropout: c.dropout > 0 || c.attentionDropout > 0,
+                                   bf16Caches: matMul.precision == .bf16)
             }
             let draw: MicrobatchDraw
             if let d = draws?[chunkIndex] { draw = d } else {
