@@ -1,4 +1,5 @@
 import CDNNL
+import CKernels
 import Foundation
 
 /// The weights of a `TransformerNetModel` as one `MatMul` backend takes them, for the model's one forward
@@ -51,13 +52,20 @@ final class PreparedWeights: @unchecked Sendable {
     private let halfCount: Int
     /// (source in the parameters, offset in `half`, count) of each bf16 copy.
     private let bf16Blocks: [(source: Int, offset: Int, count: Int)]
-    /// Stacked (3C, C) weights and (3C) biases per layer (`fusedQKV`).
-    private let stacked: [(weight: FloatBuffer, bias: FloatBuffer)]
+    /// Stacked (3C, C) weights per layer (`fusedQKV`, unless packed: then only their panels are kept).
+    private let stackedWeight: [FloatBuffer]
+    /// Stacked (3C) biases per layer (`fusedQKV`).
+    private let stackedBias: [FloatBuffer]
+    /// The packed engine's panels (`dsq_pack`) of every Linear weight, and of each layer's stacked QKV weight.
+    private let panels: [(linear: LinearParameters, panel: FloatBuffer)]
+    private let qkvPanels: [FloatBuffer]
 
-    /// Prepares `model`'s weights for `mm` (and makes the copies: bf16 unless `bf16Copies` is false, stacked QKV).
+    /// Prepares `model`'s weights for `mm` and makes the copies: bf16 unless `bf16Copies` is false, stacked
+    /// QKV with `fuseQKV`, packed panels for the packed engine (which always stacks QKV).
     init(model: TransformerNetModel, mm: any MatMul, fuseQKV: Bool = false, bf16Copies: Bool = true) {
         self.model = model
         self.mm = mm
+        let packs = mm.library == .packed, fuseQKV = fuseQKV || packs
         fusedQKV = fuseQKV
         let M = model.weights, C = model.config.width, L = model.config.layers
         // Every Linear weight the passes use, in parameter order; their bf16 copies are laid out the same way.
@@ -81,24 +89,37 @@ final class PreparedWeights: @unchecked Sendable {
             half = nil
         }
         bf16Blocks = blocks
-        stacked = fuseQKV ? (0..<L).map { _ in (FloatBuffer(count: 3 * C * C), FloatBuffer(count: 3 * C)) } : []
+        stackedWeight = fuseQKV && !packs ? (0..<L).map { _ in FloatBuffer(count: 3 * C * C) } : []
+        stackedBias = fuseQKV ? (0..<L).map { _ in FloatBuffer(count: 3 * C) } : []
+        var panels: [(linear: LinearParameters, panel: FloatBuffer)] = []
+        if packs {
+            for lin in linears where !M.layers.contains(where: { [$0.query, $0.key, $0.value].contains(lin) }) {
+                panels.append((lin, FloatBuffer(count: dsq_packed_count(lin.outputs, lin.inputs))))
+            }
+        }
+        self.panels = panels
+        let panel = Dictionary(uniqueKeysWithValues: panels.map { ($0.linear.weight, $0.panel) })
+        qkvPanels = packs ? (0..<L).map { _ in FloatBuffer(count: dsq_packed_count(3 * C, C)) } : []
         let params = model.params, half = self.half
         func prep(_ l: LinearParameters) -> Linear {
             let h = halfOffset[l.weight].flatMap { off in half.map { UnsafePointer($0 + off) } }
-            return Linear(weight: WeightRef(f32: CP(params.ptr + l.weight.offset), bf16: h, outputs: l.outputs,
-                                            inputs: l.inputs),
+            return Linear(weight: WeightRef(f32: CP(params.ptr + l.weight.offset), bf16: h,
+                                            packed: panel[l.weight].map { CP($0.ptr) }, outputs: l.outputs, inputs: l.inputs),
                           bias: CP(params.ptr + l.bias.offset))
         }
         timeEmbedIn = prep(M.timeEmbedIn)
         timeEmbedOut = prep(M.timeEmbedOut)
         inputUp = M.inputUp.map { (prep($0.first), prep($0.second)) }
         outputDown = M.outputDown.map { (prep($0.first), prep($0.second)) }
-        let stacked = self.stacked
+        let (stackedWeight, stackedBias, qkvPanels) = (self.stackedWeight, self.stackedBias, self.qkvPanels)
         layers = M.layers.enumerated().map { l, layer in
             let qkv: [Linear]
             if fuseQKV {
-                qkv = [Linear(weight: WeightRef(f32: CP(stacked[l].weight.ptr), bf16: nil, outputs: 3 * C, inputs: C),
-                              bias: CP(stacked[l].bias.ptr))]
+                // The packed engine keeps only the panels of the stacked weight (`f32` is then never read).
+                let w = packs ? CP(params.ptr + layer.query.weight.offset) : CP(stackedWeight[l].ptr)
+                qkv = [Linear(weight: WeightRef(f32: w, bf16: nil, packed: packs ? CP(qkvPanels[l].ptr) : nil,
+                                                outputs: 3 * C, inputs: C),
+                              bias: CP(stackedBias[l].ptr))]
             } else {
                 qkv = [prep(layer.query), prep(layer.key), prep(layer.value)]
             }
@@ -111,25 +132,31 @@ final class PreparedWeights: @unchecked Sendable {
 
     deinit { half?.deallocate() }
 
-    /// Re-makes the copies (bf16, stacked query/key/value) from the model's current parameters.
+    /// Re-makes the copies (bf16, stacked query/key/value, packed panels) from the model's current parameters.
     func refresh() {
         let params = model.params
         if let half {
             for b in bf16Blocks { dsq_f32_to_bf16(half + b.offset, params.ptr + b.source, b.count) }
         }
-        if fusedQKV {
-            let C = model.config.width
-            for (l, layer) in model.weights.layers.enumerated() {
-                for (j, lin) in [layer.query, layer.key, layer.value].enumerated() {
-                    (stacked[l].weight.ptr + j * C * C).update(from: params.ptr + lin.weight.offset, count: C * C)
-                    (stacked[l].bias.ptr + j * C).update(from: params.ptr + lin.bias.offset, count: C)
-                }
+        for (l, panel) in panels { dsq_pack(panel.ptr, params.ptr + l.weight.offset, l.inputs, l.outputs, l.inputs) }
+        guard fusedQKV else { return }
+        let C = model.config.width
+        // The packed engine stacks into a temporary and keeps the panels only.
+        let temp = qkvPanels.isEmpty ? nil : FloatBuffer(count: 3 * C * C)
+        for (l, layer) in model.weights.layers.enumerated() {
+            let w = temp ?? stackedWeight[l]
+            for (j, lin) in [layer.query, layer.key, layer.value].enumerated() {
+                (w.ptr + j * C * C).update(from: params.ptr + lin.weight.offset, count: C * C)
+                (stackedBias[l].ptr + j * C).update(from: params.ptr + lin.bias.offset, count: C)
             }
+            if !qkvPanels.isEmpty { dsq_pack(qkvPanels[l].ptr, w.ptr, C, 3 * C, C) }
         }
     }
 
     /// Bytes of the copies (bf16 weights, stacked projections) this preparation holds.
-    var copyBytes: Int { halfCount * 2 + stacked.reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 } }
+    var copyBytes: Int {
+        halfCount * 2 + (stackedWeight + stackedBias + qkvPanels + panels.map(\.panel)).reduce(0) { $0 + $1.count * 4 }
+    }
 
     /// Where a layer's query, key and value projections go in its (B·T·3C)-float buffer: with one stacked
     /// product they are column blocks of one (B·T, 3C) matrix (row stride 3C); with three, three (B·T, C)

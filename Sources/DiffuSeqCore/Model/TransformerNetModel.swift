@@ -139,61 +139,51 @@ public final class TransformerNetModel: @unchecked Sendable {
         let lay = W.qkvLayout(rows: BT), qkv = la.qkv.ptr
         let x = mm.operand(input, count: BT * C, cache: la.inputHalf)  // bf16 caches: the copy backward reads
         for (part, offset) in zip(PL.qkv, lay.outputs) { mm.linear(qkv + offset, x, part.weight, part.bias, n: BT) }
-        let q = qkv + lay.q, k = qkv + lay.k, v = qkv + lay.v, qs = lay.stride
-        let scale = 1 / Float(HS).squareRoot()
-        let TT = T * T
-        let probs = la.probs.ptr, ctx = la.ctx.ptr
-        // Heads are independent: one core per block of (batch, head) pairs, each GEMM single-threaded.
-        parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
-            for bh in lo..<hi {
-                let b = bh / NH, hd = bh % NH
-                let o = b * T * qs + hd * HS
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: q + o, lda: qs, b: k + o, ldb: qs,
-                          c: probs + bh * TT, ldc: T)
-                dsq_softmax_rows(probs + bh * TT, T, T)
+        let q = qkv + lay.q, k = qkv + lay.k, v = qkv + lay.v
+        let shape = Attention.Shape(B: B, T: T, NH: NH, HS: HS, stride: lay.stride)
+        if acts.keepsLayerCaches || dropout != nil {
+            // Training: the probabilities stay for backward, attention dropout.
+            let d = dropout.flatMap { rng in
+                c.attentionDropout > 0 ? Attention.Dropout(p: c.attentionDropout, rng: rng, dropped: acts.probsDrop.ptr) : nil
             }
+            Attention.forward(ctx: la.ctx.ptr, probs: la.probs.ptr, q: q, k: k, v: v, shape, dropout: d, savedRNG: &la.rngProbs)
+        } else {
+            mm.attention(ctx: la.ctx.ptr, q: q, k: k, v: v, shape, acts: acts)
         }
-        var pUse = probs
-        let attnDropout = dropout != nil && c.attentionDropout > 0
-        if let rng = dropout, attnDropout {
-            la.rngProbs = rng.pointee
-            Self.dropoutForward(acts.probsDrop.ptr, mask: nil, probs, B * NH * TT, p: c.attentionDropout, rng: rng)
-            pUse = acts.probsDrop.ptr
-        }
-        let pv = CP(pUse)
-        parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
-            for bh in lo..<hi {
-                let b = bh / NH, hd = bh % NH
-                BLAS.gemm(m: T, n: HS, k: T, a: pv + bh * TT, lda: T, b: v + b * T * qs + hd * HS, ldb: qs,
-                          c: ctx + b * T * C + hd * HS, ldc: C)
-            }
-        }
-        // BertSelfOutput
-        let ao = acts.ao.ptr
-        mm.linear(ao, mm.operand(la.ctx.ptr, count: BT * C, cache: la.ctxHalf), PL.attentionOutput.weight,
-                  PL.attentionOutput.bias, n: BT)
+        // BertSelfOutput: dense + dropout + LayerNorm(x + input); without dropout the residual is the product's epilogue.
+        let xctx = mm.operand(la.ctx.ptr, count: BT * C, cache: la.ctxHalf), r1 = la.r1.ptr
+        let AO = PL.attentionOutput
         if let rng = dropout, c.dropout > 0 {
+            let ao = acts.ao.ptr
+            mm.linear(ao, xctx, AO.weight, AO.bias, n: BT)
             la.rngAO = rng.pointee
             Self.dropoutForward(ao, mask: nil, ao, BT * C, p: c.dropout, rng: rng)
+            Kernels.add(r1, ao, input, BT * C)
+        } else {
+            mm.linear(r1, xctx, AO.weight, AO.bias, n: BT, residual: input, gelu: false)
         }
-        let r1 = la.r1.ptr
-        Kernels.add(r1, ao, input, BT * C)
         Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(params, L.attentionNorm.weight),
                           ptr(params, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
-        // BertIntermediate + BertOutput
-        mm.linear(la.f1.ptr, mm.operand(la.a.ptr, count: BT * C, cache: la.aHalf), PL.intermediate.weight,
-                  PL.intermediate.bias, n: BT)
-        Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * c.ffn)
-        let f2 = acts.f2.ptr
-        // g is a temporary that only this product reads: with bf16 caches it becomes bf16 where it is.
-        mm.linear(f2, mm.operand(inPlace: acts.g.ptr, count: BT * c.ffn, la.aHalf != nil), PL.output.weight, PL.output.bias,
-                  n: BT)
+        // BertIntermediate: dense + GELU (training keeps the pre-GELU f1 for backward; inference fuses the GELU).
+        let xa = mm.operand(la.a.ptr, count: BT * C, cache: la.aHalf)
+        if acts.keepsLayerCaches {
+            mm.linear(la.f1.ptr, xa, PL.intermediate.weight, PL.intermediate.bias, n: BT)
+            Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * c.ffn)
+        } else {
+            mm.linear(acts.g.ptr, xa, PL.intermediate.weight, PL.intermediate.bias, n: BT, residual: nil, gelu: true)
+        }
+        // BertOutput: dense + dropout + LayerNorm(x + a). g is a temporary only this product reads: with bf16
+        // caches it becomes bf16 where it is.
+        let xg = mm.operand(inPlace: acts.g.ptr, count: BT * c.ffn, la.aHalf != nil), r2 = la.r2.ptr
         if let rng = dropout, c.dropout > 0 {
+            let f2 = acts.f2.ptr
+            mm.linear(f2, xg, PL.output.weight, PL.output.bias, n: BT)
             la.rngF2 = rng.pointee
             Self.dropoutForward(f2, mask: nil, f2, BT * C, p: c.dropout, rng: rng)
+            Kernels.add(r2, f2, la.a.ptr, BT * C)
+        } else {
+            mm.linear(r2, xg, PL.output.weight, PL.output.bias, n: BT, residual: la.a.ptr, gelu: false)
         }
-        let r2 = la.r2.ptr
-        Kernels.add(r2, f2, la.a.ptr, BT * C)
         Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(params, L.outputNorm.weight),
                           ptr(params, L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
     }
@@ -229,7 +219,7 @@ public final class TransformerNetModel: @unchecked Sendable {
     /// per-layer caches), accumulating parameter gradients into `grads` and the input gradient
     /// into `dx` (B, T, D). `weights`: those the forward used (every product goes through `weights.mm`).
     func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P, weights: PreparedWeights? = nil) {
-        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, Dt = c.hiddenTDim
         let W = weights ?? referenceWeights, mm = W.mm
         let G = grads, s = acts.scratch, M = self.weights
         precondition(acts.keepsLayerCaches, "backward needs the per-layer caches")
@@ -347,8 +337,7 @@ public final class TransformerNetModel: @unchecked Sendable {
         let dq = s.dQ.ptr, dk = s.dK.ptr, dv = s.dV.ptr
         dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
         let attnDrop = acts.usedDropout && c.attentionDropout > 0
-        let scale = 1 / Float(HS).squareRoot()
-        let dPAll = s.dP.ptr, probsAll = la.probs.ptr, probsDrop = acts.probsDrop.ptr, probsMask = s.probsMask.ptr
+        let probsDrop = acts.probsDrop.ptr, probsMask = s.probsMask.ptr
         if attnDrop {
             // Regenerate this layer's mask and dropped probabilities (forward kept neither).
             Self.dropoutRegenerate(nil, maskOut: probsMask, B * NH * TT, p: c.attentionDropout, rng: la.rngProbs)
@@ -358,30 +347,10 @@ public final class TransformerNetModel: @unchecked Sendable {
             }
         }
         let lay = W.qkvLayout(rows: BT)
-        let q = la.qkv.ptr + lay.q, k = la.qkv.ptr + lay.k, v = la.qkv.ptr + lay.v, dctxP = CP(dctx)
-        parallelGEMMs(B * NH, maxWorkers: s.dP.count / TT, work: 4 * B * NH * T * T * HS) { w, lo, hi in
-            let dP = dPAll + w * TT  // per-worker scratch
-            for bh in lo..<hi {
-                let b = bh / NH, hd = bh % NH
-                let o = b * T * C + hd * HS
-                let probs = probsAll + bh * TT
-                let pUse = attnDrop ? probsDrop + bh * TT : probs
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, a: dctxP + o, lda: C, b: v + o, ldb: C, c: dP, ldc: T)
-                BLAS.gemm(transA: true, m: T, n: HS, k: T, a: pUse, lda: T, b: dctxP + o, ldb: C, beta: 1, c: dv + o, ldc: C)
-                if attnDrop {
-                    let m = probsMask + bh * TT
-                    for i in 0..<TT { dP[i] *= m[i] }
-                }
-                for r in 0..<T {
-                    let pr = probs + r * T, dr = dP + r * T
-                    var dot: Float = 0
-                    for j in 0..<T { dot += pr[j] * dr[j] }
-                    for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
-                }
-                BLAS.gemm(m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: k + o, ldb: C, beta: 1, c: dq + o, ldc: C)
-                BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: q + o, ldb: C, beta: 1, c: dk + o, ldc: C)
-            }
-        }
+        Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dctx, probs: la.probs.ptr, q: la.qkv.ptr + lay.q,
+                           k: la.qkv.ptr + lay.k, v: la.qkv.ptr + lay.v,
+                           Attention.Shape(B: B, T: T, NH: NH, HS: HS, stride: lay.stride),
+                           dropout: attnDrop ? (CP(probsMask), CP(probsDrop)) : nil, dP: s.dP.ptr, workers: s.dP.count / TT)
         // With bf16 caches the fp32 input of layers after the first is gone (its buffer is shared): its bf16 copy is not.
         let x = mm.cached(input, la.inputHalf)
         for (j, (lin, d)) in [(L.query, dq), (L.key, dk), (L.value, dv)].enumerated() {

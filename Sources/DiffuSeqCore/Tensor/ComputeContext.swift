@@ -84,7 +84,7 @@ public struct ComputeContext: Sendable, Equatable {
         }
         var context = ComputeContext(engine: engine, threads: threads, profile: profile)
         if let v = env["DIFFUSEQ_MATMUL"], !v.isEmpty {
-            if let l = MatMulLibrary(rawValue: v) { context.library = l } else {
+            if let l = MatMulLibrary(rawValue: v), l != .packed { context.library = l } else {
                 warnings.append("DIFFUSEQ_MATMUL=\(v) is not openblas or onednn; using openblas")
             }
         }

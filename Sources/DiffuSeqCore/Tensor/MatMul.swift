@@ -1,4 +1,5 @@
 import CDNNL
+import CKernels
 import Foundation
 
 /// A Linear weight as a backend takes it: W (O, I) row-major (PyTorch's layout; y = x·Wᵀ), in fp32 and,
@@ -8,6 +9,8 @@ struct WeightRef {
     let f32: CP
     /// (O, I) bf16, or nil (fp32 backends).
     let bf16: UnsafePointer<UInt16>?
+    /// The packed engine's panels of W (`dsq_pack`), or nil.
+    var packed: CP? = nil
     /// O and I.
     let outputs: Int, inputs: Int
 }
@@ -45,6 +48,12 @@ protocol MatMul: AnyObject, Sendable {
     /// `consumeDout`: dout is a temporary nothing reads afterwards, which a bf16 backend may convert in place
     /// (instead of into scratch of its size).
     func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: Operand, w: WeightRef, n: Int, consumeDout: Bool)
+    /// out (N, O) = act((inp·Wᵀ + bias) + residual), act GELU or none: a Linear with its epilogue (the packed
+    /// engine applies it as each tile is stored; others run the product, then the additions, in that order).
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int, residual: CP?, gelu: Bool)
+    /// Inference attention (no dropout, no probabilities kept for backward) into ctx (B, T, C) from q, k, v;
+    /// `acts` lends scratch (its `probs`).
+    func attention(ctx: P, q: CP, k: CP, v: CP, _ s: Attention.Shape, acts: Activations)
 }
 
 /// The library behind a `MatMul`.
@@ -53,9 +62,29 @@ public enum MatMulLibrary: String, Sendable, CaseIterable {
     case openblas
     /// oneDNN (fp32 and bf16), loaded at run time.
     case onednn
+    /// The packed engine (fp32, inference; `PackedMatMul`): chosen by the sampling engine, never by DIFFUSEQ_MATMUL.
+    case packed
 }
 
 extension MatMul {
+    /// OpenBLAS `cblas_sgemm` (OpenBLAS's, and the packed engine's general products).
+    func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: CP, lda: Int, b: CP, ldb: Int,
+              beta: Float, c: P, ldc: Int) {
+        BLAS.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                  beta: beta, c: c, ldc: ldc)
+    }
+
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int, residual: CP?, gelu: Bool) {
+        linear(out, inp, w, bias, n: n)
+        if let residual { Kernels.add(out, out, residual, n * w.outputs) }
+        if gelu { Kernels.gelu(out, out, n * w.outputs) }
+    }
+
+    func attention(ctx: P, q: CP, k: CP, v: CP, _ s: Attention.Shape, acts: Activations) {
+        var unused = SeededRandom(seed: 0)
+        Attention.forward(ctx: ctx, probs: acts.layer(0).probs.ptr, q: q, k: k, v: v, s, dropout: nil, savedRNG: &unused)
+    }
+
     /// out (N, O) = inp (N, I)·Wᵀ + bias (O), inp fp32.
     func linear(_ out: P, _ inp: CP, _ w: WeightRef, _ bias: CP?, n: Int) { linear(out, .f32(inp), w, bias, n: n) }
 
@@ -97,6 +126,7 @@ extension MatMul {
     var summary: String {
         switch library {
         case .openblas: return "OpenBLAS fp32"
+        case .packed: return "packed fp32"
         case .onednn:
             let impl = OneDNN.implementation(bf16: precision == .bf16)
             return "oneDNN \(precision.rawValue)" + (impl.isEmpty ? "" : " (\(impl))")
@@ -122,12 +152,6 @@ final class OpenBLASMatMul: MatMul {
     var library: MatMulLibrary { .openblas }
     var precision: ComputeContext.Precision { .fp32 }
     var fp32: any MatMul { self }
-
-    func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: CP, lda: Int, b: CP, ldb: Int,
-              beta: Float, c: P, ldc: Int) {
-        BLAS.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                  beta: beta, c: c, ldc: ldc)
-    }
 
     func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int) {
         Kernels.linear(out, Self.f32(inp), w.f32, bias, n: n, i: w.inputs, o: w.outputs)
@@ -218,6 +242,43 @@ final class OneDNNMatMul: MatMul {
         let (xp, xt) = raw(inp)
         run(m: o, n: i, k: n, a: dp, aType: dt, aRS: 1, aCS: o, b: xp, bType: xt, bRS: i, bCS: 1,
             bias: nil, c: dw, ldc: i, beta: 1)
+    }
+}
+
+/// The packed engine as a backend (batch-1 sampling, fp32, inference only): weights packed once into panels
+/// of 32 output columns (`PreparedWeights` with this backend), products, their epilogues and attention on our
+/// small thread pool (`Sources/CKernels/packed.c`; README, "Packed engine"). Threads and the portable code
+/// come from the bound context, per call.
+final class PackedMatMul: MatMul {
+    /// The one instance (it holds no state).
+    static let shared = PackedMatMul()
+    var library: MatMulLibrary { .packed }
+    var precision: ComputeContext.Precision { .fp32 }
+    var fp32: any MatMul { self }
+
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int) {
+        linear(out, inp, w, bias, n: n, residual: nil, gelu: false)
+    }
+
+    func linear(_ out: P, _ inp: Operand, _ w: WeightRef, _ bias: CP?, n: Int, residual: CP?, gelu: Bool) {
+        guard case .f32(let x) = inp, let panels = w.packed else { preconditionFailure("the packed engine takes fp32 inputs and packed weights") }
+        let cx = ComputeContext.bound, o = w.outputs, i = w.inputs
+        dsq_linear_packed(out, o, x, i, n, i, panels, o, bias, residual, o, gelu ? DSQ_ACT_GELU : DSQ_ACT_NONE,
+                          Int32(cx.threads), cx.portableKernels ? 1 : 0)
+    }
+
+    func linearBackward(dinp: P?, dw: P, db: P?, dout: CP, inp: Operand, w: WeightRef, n: Int, consumeDout: Bool) {
+        preconditionFailure("the packed engine is for inference")
+    }
+
+    func attention(ctx: P, q: CP, k: CP, v: CP, _ s: Attention.Shape, acts: Activations) {
+        precondition(s.stride == 3 * s.C && k == q + s.C && v == q + 2 * s.C, "packed attention takes stacked q, k, v")
+        let cx = ComputeContext.bound, workers = Int32(cx.threads)
+        let scratch = acts.attentionScratch(count: dsq_attention_scratch_count(s.T, s.HS, workers))
+        for b in 0..<s.B {
+            dsq_attention_packed(ctx + b * s.T * s.C, s.C, q + b * s.T * s.stride, s.stride, s.T, s.NH, s.HS, s.scale,
+                                 scratch, workers, cx.portableKernels ? 1 : 0)
+        }
     }
 }
 
