@@ -18,13 +18,16 @@ let package = Package(
         // MARK: - C shims
         // OpenBLAS is loaded with dlopen after OPENBLAS_CORETYPE is chosen (see README, "BLAS").
         .target(name: "COpenBLAS", linkerSettings: [.linkedLibrary("dl")]),
+        // oneDNN is loaded with dlopen too: the build needs only its header (libdnnl-dev; without it the shim
+        // compiles to stubs) and the binary runs without the library, in fp32 (see README, "Matrix products").
+        .target(name: "CDNNL", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CNCurses", linkerSettings: [.linkedLibrary("ncursesw")]),
         // Elementwise kernels compiled for AVX-512 / AVX2 / baseline, picked at load (see CKernels.h).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // MARK: - Libraries
         .target(name: "DiffuSeqResources", path: "Resources",
                 resources: [.copy("data"), .copy("model")]),
-        .target(name: "DiffuSeqCore", dependencies: ["COpenBLAS", "CKernels", "DiffuSeqResources"],
+        .target(name: "DiffuSeqCore", dependencies: ["COpenBLAS", "CDNNL", "CKernels", "DiffuSeqResources"],
                 swiftSettings: optimise),
         .target(name: "DiffuSeqTUI", dependencies: ["DiffuSeqCore"], swiftSettings: optimise),
         // MARK: - Executable

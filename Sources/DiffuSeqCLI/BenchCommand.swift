@@ -16,7 +16,31 @@ struct BenchOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object instead of a table.") var json = false
     @Option(name: .long, help: "Timed repetitions per case (the median is reported).") var repeats: Int = 5
     @Option(name: .long, help: "Only these cases (comma-separated names).") var cases: String?
+    @Option(name: .long, help: ArgumentHelp("Precisions to compare, comma-separated (fp32, bf16, auto): every case runs once per precision, in its own process.", valueName: "list"))
+    var precision: String = "auto"
+    @Option(name: .long, help: "Run the whole list of cases and precisions this many times, alternating (medians over the rounds are reported).")
+    var rounds: Int = 1
     @Option(name: .long, help: ArgumentHelp(visibility: .private)) var child: String?
+
+    /// The precisions of `--precision`, checked.
+    func precisions() throws -> [ComputeContext.Precision] {
+        try precision.split(separator: ",").map {
+            guard let p = ComputeContext.Precision(rawValue: String($0)) else {
+                throw CLIError("--precision: \"\($0)\" is not fp32, bf16 or auto")
+            }
+            return p
+        }
+    }
+
+    /// In a child: sets the process's precision (one value) and returns the backend a run of `workload` gets.
+    func applyChildPrecision(_ workload: ComputeContext.Workload) throws -> MatMulChoice {
+        let ps = try precisions()
+        guard ps.count == 1 else { throw CLIError("a benchmark child takes one precision") }
+        var context = ComputeContext.process
+        context.precision = ps[0]
+        ComputeContext.installForProcess(context)
+        return context.matMul(for: workload)
+    }
 }
 
 /// Peak resident memory of this process in MB (getrusage ru_maxrss).
@@ -32,28 +56,74 @@ func median(_ xs: [Double]) -> Double {
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
-/// Runs each case in a fresh child process (so peak memory is per case) and gathers JSON results.
+/// Runs each case in a fresh child process (so peak memory is per case) once per precision, `--rounds` times
+/// (alternating), and gathers JSON results: one per (case, precision), its `ms_per_step` the median over the
+/// rounds (`ms_rounds` lists them).
 func runCases(_ names: [String], subcommand: [String], opts: BenchOptions) throws -> [[String: Any]] {
-    var results: [[String: Any]] = []
-    for name in names {
+    let precisions = try opts.precisions()
+    var byKey: [String: [[String: Any]]] = [:], order: [String] = []
+    for _ in 0..<max(1, opts.rounds) {
+        for name in names {
+            for p in precisions {
+                var r = try runCase(name, precision: p, subcommand: subcommand, opts: opts)
+                r["precision_requested"] = p.rawValue
+                let key = name + "/" + p.rawValue
+                if byKey[key] == nil { order.append(key) }
+                byKey[key, default: []].append(r)
+            }
+        }
+    }
+    return order.map { key in
+        let runs = byKey[key] ?? []
+        var r = runs[0]
+        let ms = runs.compactMap { $0["ms_per_step"] as? Double }
+        r["ms_per_step"] = median(ms)
+        r["ms_rounds"] = ms
+        if let fl = Optional(runs.compactMap { $0["gemm_floor_ms"] as? Double }), !fl.isEmpty { r["gemm_floor_ms"] = median(fl) }
+        if let loads = Optional(runs.compactMap { $0["loadavg"] as? Double }), !loads.isEmpty { r["loadavg"] = median(loads) }
+        return r
+    }
+}
+
+/// The 1-minute load average (the host is shared: every figure is quoted with it).
+func loadAverage() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8), let f = s.split(separator: " ").first else { return .nan }
+    return Double(f) ?? .nan
+}
+
+/// One benchmark case in a child process.
+func runCase(_ name: String, precision: ComputeContext.Precision, subcommand: [String], opts: BenchOptions) throws -> [String: Any] {
+    do {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         if !FileManager.default.isExecutableFile(atPath: p.executableURL?.path ?? "") {
             p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         }
-        p.arguments = subcommand + ["--child", name, "--repeats", String(opts.repeats)]
+        p.arguments = subcommand + ["--child", name, "--repeats", String(opts.repeats), "--precision", precision.rawValue]
         let pipe = Pipe()
         p.standardOutput = pipe
+        let load = loadAverage()
         try p.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        guard p.terminationStatus == 0, let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw CLIError("benchmark case \(name) failed (exit \(p.terminationStatus))")
+        guard p.terminationStatus == 0, var obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CLIError("benchmark case \(name) (\(precision.rawValue)) failed (exit \(p.terminationStatus))")
         }
-        results.append(obj)
-        if !opts.json { eprint("  done: \(name)") }
+        obj["loadavg"] = (load + loadAverage()) / 2
+        if !opts.json {
+            eprint(String(format: "  done: %@ %@: %.1f ms/step (load %.2f)", name, precision.rawValue,
+                          (obj["ms_per_step"] as? Double) ?? .nan, (obj["loadavg"] as? Double) ?? .nan))
+        }
+        return obj
     }
-    return results
+}
+
+/// "1.00×" against the fp32 row of the same case in `results`, or "".
+func ratioToFP32(_ r: [String: Any], in results: [[String: Any]]) -> String {
+    guard let name = r["case"] as? String, let ms = r["ms_per_step"] as? Double,
+          let base = results.first(where: { ($0["case"] as? String) == name && ($0["precision_requested"] as? String) == "fp32" }),
+          let b = base["ms_per_step"] as? Double else { return "" }
+    return String(format: "%.2f×", b / ms)
 }
 
 func blasLine() -> [String: Any] {
@@ -73,6 +143,8 @@ struct BenchShape {
          BenchShape(name: "base-b16", config: .base, batch: 16),
          BenchShape(name: "small-b16", config: .small, batch: 16)]
     }
+    /// The built-in model's training step: its shape and recipe batch, 64 sequences of 64 (`bench train --cases builtin-b64`).
+    static let builtinTraining = BenchShape(name: "builtin-b64", config: builtin.config, batch: 64)
     /// The explorer's live-paraphrase workload: the built-in model's shape, one seed (`bench sample --cases builtin-b1`).
     static let builtin = BenchShape(name: "builtin-b1",
                                     config: ModelConfig(vocabSize: 7971, width: 256, layers: 6, heads: 4, ffn: 1024, seqLen: 64), batch: 1)
@@ -101,13 +173,16 @@ struct BenchSample: ParsableCommand {
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads; profile per case (builtin-b1 runs as the explorer does)")
-            print("case        ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor   engine, BLAS profile")
+            print("case        precision  ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor   speed-up vs fp32   load   engine, BLAS profile; products")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
                 let fl = (r["gemm_floor_ms"] as? Double) ?? .nan
-                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f %12.1f %8.2f", ms, targets[n] ?? .nan,
-                             pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan, fl, ms / fl)
-                      + "   " + ((r["engine"] as? String) ?? "?") + ", " + ((r["blas_profile"] as? String) ?? "?"))
+                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + ((r["precision_requested"] as? String) ?? "?").padding(toLength: 9, withPad: " ", startingAt: 0)
+                      + String(format: " %12.1f %12.0f %9.0f %11.2fx %9.0f %12.1f %8.2f", ms, targets[n] ?? .nan,
+                               pytorch[n] ?? .nan, (pytorch[n] ?? .nan) / ms, (r["peak_mb"] as? Double) ?? .nan, fl, ms / fl)
+                      + "   " + ratioToFP32(r, in: res).padding(toLength: 16, withPad: " ", startingAt: 0)
+                      + String(format: " %6.2f   ", (r["loadavg"] as? Double) ?? .nan)
+                      + ((r["engine"] as? String) ?? "?") + ", " + ((r["blas_profile"] as? String) ?? "?") + "; " + ((r["matmul"] as? String) ?? "?"))
             }
             print("GEMM floor: the step's matrix products timed one by one in the same process, on the case's engine (bench gemm --verbose lists them).")
             print("Engines: packed = weights packed once, our \(SamplingEngine.packedISA) kernels on a pool of \(ComputeContext.process.threads) threads (runs of ≤ 512 positions); blas = OpenBLAS.")
@@ -120,9 +195,10 @@ struct BenchSample: ParsableCommand {
         }
         // The explorer's shape is timed with the explorer's BLAS profile (latency only when its products run on OpenBLAS).
         installCompute(latencyForBatchOne: name == BenchShape.builtin.name)
+        let choice = try opts.applyChildPrecision(name == BenchShape.builtin.name ? .interactive : .batchSampling)
         let model = try TransformerNetModel(config: shape.config)
         model.initialise(seed: 1)
-        let sampler = try DiffusionSampler(model: model)
+        let sampler = try DiffusionSampler(model: model, workload: name == BenchShape.builtin.name ? .interactive : .batchSampling)
         let T = shape.config.seqLen, B = shape.batch
         var ids = [Int](repeating: 0, count: B * T), mask = [Int](repeating: 1, count: B * T)
         for b in 0..<B { for t in 0..<(T / 2) { ids[b * T + t] = 1000 + t; mask[b * T + t] = 0 } }
@@ -140,9 +216,10 @@ struct BenchSample: ParsableCommand {
         let peak = peakMemoryMB()
         let packed = sampler.usesPackedEngine(batch: B, seqLen: T)
         let floor = try GEMMFloor.measure(GEMMFloor.products(shape.config, batch: B, training: false,
-                                                             roundedRows: mask.filter { $0 != 0 }.count), repeats: 3, packed: packed)
+                                                             roundedRows: mask.filter { $0 != 0 }.count), repeats: 3, packed: packed,
+                                          matMul: packed ? nil : choice)
         printJSON(["case": name, "blas_profile": BLAS.isLatencyProfile ? "latency" : "throughput", "ms_per_step": median(Array(times)), "runs_timed": times.count,
-                   "engine": packed ? "packed" : "blas",
+                   "engine": packed ? "packed" : "blas", "matmul": packed ? "packed fp32" : sampler.matMul.summary,
                    "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000, "steps_per_run": 3, "batch": B,
                    "peak_mb": peak, "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
     }
@@ -164,33 +241,40 @@ struct BenchTrain: ParsableCommand {
             if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
-            print("case        ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)   GEMM floor  ÷ floor")
+            print("case        precision  ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)   GEMM floor  ÷ floor  vs fp32   load   products")
             for r in res {
                 let n = r["case"] as? String ?? "?", ms = (r["ms_per_step"] as? Double) ?? .nan
                 let pt = pytorch[n] ?? (.nan, .nan)
                 let fl = (r["gemm_floor_ms"] as? Double) ?? .nan
-                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f) %12.0f %8.2f", ms, targets[n] ?? .nan, pt.0,
-                             pt.0 / ms, (r["tokens_per_s"] as? Double) ?? .nan, (r["gflops"] as? Double) ?? .nan,
-                             (r["peak_mb"] as? Double) ?? .nan, pt.1, fl, ms / fl))
+                print(n.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + ((r["precision_requested"] as? String) ?? "?").padding(toLength: 9, withPad: " ", startingAt: 0)
+                      + String(format: " %8.0f %8.0f %8.0f %8.2fx %10.0f %9.1f %9.0f (%.0f) %12.0f %8.2f", ms, targets[n] ?? .nan, pt.0,
+                               pt.0 / ms, (r["tokens_per_s"] as? Double) ?? .nan, (r["gflops"] as? Double) ?? .nan,
+                               (r["peak_mb"] as? Double) ?? .nan, pt.1, fl, ms / fl)
+                      + "  " + ratioToFP32(r, in: res).padding(toLength: 7, withPad: " ", startingAt: 0)
+                      + String(format: " %6.2f   ", (r["loadavg"] as? Double) ?? .nan) + ((r["matmul"] as? String) ?? "?"))
             }
             print("mean ms per step by phase (forward = network, head = loss terms + decoder_nll/nll, backward = network):")
             for r in res {
                 let ph = (r["phases_ms"] as? [String: Double]) ?? [:]
                 let parts = ["forward", "head", "backward", "optimizer"].map { String(format: "%@ %.0f", $0, ph[$0] ?? .nan) }
-                print("  " + (r["case"] as? String ?? "?").padding(toLength: 11, withPad: " ", startingAt: 0) + parts.joined(separator: " · "))
+                print("  " + (r["case"] as? String ?? "?").padding(toLength: 11, withPad: " ", startingAt: 0) + " "
+                      + ((r["precision_requested"] as? String) ?? "?").padding(toLength: 5, withPad: " ", startingAt: 0) + parts.joined(separator: " · "))
             }
         }
     }
 
     func child(_ name: String) throws {
-        guard let shape = BenchShape.all().first(where: { $0.name == name }) else { throw CLIError("unknown case \(name)") }
+        guard let shape = (BenchShape.all() + [BenchShape.builtinTraining]).first(where: { $0.name == name }) else {
+            throw CLIError("unknown case \(name) (cases: small-b16, base-b16, builtin-b64)")
+        }
+        let choice = try opts.applyChildPrecision(.training)
         let c = shape.config, T = c.seqLen, B = shape.batch
         let model = try TransformerNetModel(config: c)
         model.initialise(seed: 1)
         var rng = SeededRandom(seed: 3)
         let examples = (0..<(B * 2)).map { i -> Seq2SeqExample in
             var ids = [Int](repeating: 0, count: T), mask = [Int](repeating: 1, count: T)
-            for t in 0..<T { ids[t] = 1000 + rng.int(below: 20000); if t < T / 2 { mask[t] = 0 } }
+            for t in 0..<T { ids[t] = 1000 + rng.int(below: min(20000, c.vocabSize - 1000)); if t < T / 2 { mask[t] = 0 } }
             return Seq2SeqExample(src: "", trg: "", ids: ids, mask: mask, line: i + 1)
         }
         var o = TrainingOptions()
@@ -207,8 +291,8 @@ struct BenchTrain: ParsableCommand {
         // gather/scatter, not counted) + the logged nll's one GEMM every nllEvery steps, averaged.
         let flops = 2 * (3 * shape.forwardMACsPerToken * tokens + tokens * V * D + tokens * V * D / Double(o.nllEvery))
         let peak = peakMemoryMB()
-        let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: B, training: true), repeats: 3)
-        printJSON(["case": name, "ms_per_step": ms, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
+        let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: B, training: true), repeats: 3, matMul: choice)
+        printJSON(["case": name, "ms_per_step": ms, "matmul": trainer.matMul.summary, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
                    "peak_mb": peak, "batch": B, "seq_len": T, "phases_ms": phases,
                    "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000])
     }

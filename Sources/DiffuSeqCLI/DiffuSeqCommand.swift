@@ -31,7 +31,17 @@ func versionString() -> String {
         s += ", \(info.threads) threads, \(info.profile) profile\n"
         s += "OpenBLAS build: \(info.config)\n"
         let cx = ComputeContext.process
-        s += "Sampling engine: \(cx.engine.rawValue) — \(cx.engine.summary(threads: cx.threads))"
+        s += "Sampling engine: \(cx.engine.rawValue) — \(cx.engine.summary(threads: cx.threads))\n"
+        if let p = OneDNN.probe(), let v = OneDNN.version {
+            s += "oneDNN \(v) (loaded at run time): fp32 \(p.fp32), bf16 \(p.bf16)\n"
+        } else {
+            s += "oneDNN: not available — \(OneDNN.loadError ?? "?")\n"
+        }
+        let ratio = OneDNN.bf16SpeedRatio
+        s += "AVX512-BF16: " + (OneDNN.cpuHasBF16 ? String(format: "yes, bf16 dot products at %.2f× the fp32 FMA rate", ratio) : "no") + "\n"
+        let training = cx.matMul(for: .training)
+        s += "Matrix products: precision \(cx.precision.rawValue) — training and batch sampling on \(training.summary)"
+        if let n = training.notice { s += " (\(n))" }
     } catch {
         s += "BLAS: \(error)"
     }

@@ -27,7 +27,7 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
 
     /// Wraps a loaded model (`name` overrides the display name).
     init(_ loaded: LoadedModel, name: String? = nil) throws {
-        generator = try TextGenerator(loaded)
+        generator = try TextGenerator(loaded, workload: .interactive)
         generator.sampler.preparePackedEngine()
         let c = loaded.model.config
         let builtin = BuiltinModel.url.map { $0.standardizedFileURL.path == loaded.folder.standardizedFileURL.path } ?? false

@@ -35,6 +35,7 @@ struct ExploreCommand: ParsableCommand {
     static let fallbackSource = "Thou shalt not steal."
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var precision: PrecisionOption
 
     @Option(name: .long, help: "The source sentence.") var text: String?
     @Option(name: .long, help: "Folder with train/valid/test.jsonl: explore one of its examples (see --index).") var dataDir: String?
@@ -54,6 +55,7 @@ struct ExploreCommand: ParsableCommand {
 
     func run() throws {
         try runReporting {
+            try precision.apply()
             installCompute(latencyForBatchOne: true)  // batch-1 products on OpenBLAS: keep its workers awake between them
             let kind = try parseSampler(sampler)
             let plain = seeds.split(separator: ",").filter { !$0.contains(":") }.joined(separator: ",")

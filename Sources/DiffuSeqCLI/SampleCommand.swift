@@ -16,6 +16,7 @@ struct SampleCommand: ParsableCommand {
         """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var precision: PrecisionOption
 
     @Option(name: .long, help: "Folder with train/valid/test.jsonl.") var dataDir: String?
     @Option(name: .long, help: "Split to read from --data-dir.") var split: String = "test"
@@ -39,6 +40,7 @@ struct SampleCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             Interrupt.install()
+            try precision.apply()
             guard let kind = SamplerKind(rawValue: sampler) else {
                 throw CLIError("--sampler must be one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(sampler)\"")
             }
@@ -57,6 +59,7 @@ struct SampleCommand: ParsableCommand {
             }
             let loaded = try model.load()
             let gen = try TextGenerator(loaded)
+            reportMatMul(gen.sampler.matMul, "sampling")
             let inputs = try readInputs(gen)
             guard !inputs.isEmpty else { throw CLIError("no input examples (pass --data-dir, --input or --text)") }
             let T = loaded.model.config.diffusionSteps

@@ -115,12 +115,38 @@ enum BuiltinModel {
     }
 }
 
+/// `--precision`: the arithmetic of the network's matrix products, for the commands that compute.
+struct PrecisionOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "fp32 | bf16 | auto. bf16: bf16 inputs with fp32 accumulation on oneDNN (falls back to fp32 with a notice without oneDNN or AVX512-BF16). auto (default): bf16 for training and batch sampling where this CPU runs bf16 products faster than fp32, fp32 otherwise (see diffuseq --version).",
+        valueName: "precision"))
+    var precision: String = "auto"
+
+    /// Sets the process context's precision (before any model is made).
+    func apply() throws {
+        guard let p = ComputeContext.Precision(rawValue: precision) else {
+            throw CLIError("--precision must be fp32, bf16 or auto, not \"\(precision)\"")
+        }
+        var context = ComputeContext.process
+        context.precision = p
+        ComputeContext.installForProcess(context)
+    }
+}
+
+/// Prints the backend a trainer or sampler resolved, with its notice, on stderr (`what`: "training" adds the
+/// backend's line; sampling prints only a notice, since small batches run on the packed fp32 engine anyway).
+func reportMatMul(_ choice: MatMulChoice, _ what: String) {
+    if let n = choice.notice { eprint("note: \(n)") }
+    if what == "training" { eprint("\(what) products: \(choice.summary)") }
+}
+
 /// Installs the process's compute context (`ComputeContext.fromEnvironment`: the flags, then the documented
 /// environment overrides); `latencyForBatchOne` for the commands that time batch-1 steps (the explorer,
 /// `trace`, their benches). Call before the first model is made (OpenBLAS reads the profile when it loads).
 func installCompute(latencyForBatchOne: Bool = false) {
     var (context, _) = ComputeContext.fromEnvironment(latencyForBatchOne: latencyForBatchOne)
-    context.threads = ComputeContext.process.threads  // keep a --threads already applied
+    context.threads = ComputeContext.process.threads  // keep a --threads and a --precision already applied
+    context.precision = ComputeContext.process.precision
     ComputeContext.installForProcess(context)
 }
 

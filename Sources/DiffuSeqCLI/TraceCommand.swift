@@ -43,6 +43,7 @@ struct TraceCommand: ParsableCommand {
         """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var precision: PrecisionOption
 
     @Option(name: .long, help: "A source sentence (repeatable).") var text: [String] = []
     @Option(name: .long, help: "A jsonl file of {\"src\",\"trg\"} lines.") var input: String?
@@ -60,6 +61,7 @@ struct TraceCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             Interrupt.install()
+            try precision.apply()
             installCompute(latencyForBatchOne: true)  // the explorer's profile, so trace and explore time alike
             let kind = try parseSampler(sampler)
             let seedList = try parseSeeds(seeds)

@@ -57,6 +57,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
     @Flag(name: .long, help: "Skip malformed training lines (reporting a count).") var skipBadLines = false
     @Option(name: .long, help: "Threads for BLAS and the Swift kernels.") var threads: Int?
+    @OptionGroup var precision: PrecisionOption
     @Option(name: .long, help: "Stop after this many steps in this run (the schedule still spans --steps).") var stopAfter: Int?
 
     struct Recipe {
@@ -88,6 +89,7 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         try runReporting {
             Interrupt.install()  // also unblocks SIGINT/SIGTERM if a launcher handed them to us blocked
+            try precision.apply()
             if let t = threads {
                 guard t >= 1 else { throw CLIError("--threads must be at least 1") }
                 try setComputeThreads(t)
@@ -109,7 +111,7 @@ struct TrainCommand: ParsableCommand {
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
                     throw CLIError("\(given.joined(separator: ", ")): fixed by the checkpoint and cannot change on --resume " +
-                                   "(only --steps, --save-interval, --stop-after, --threads, --data-dir and --output can)")
+                                   "(only --steps, --save-interval, --stop-after, --threads, --precision, --data-dir and --output can)")
                 }
                 try runResume(URL(fileURLWithPath: r))
             } else { try runFresh() }
@@ -192,6 +194,7 @@ struct TrainCommand: ParsableCommand {
         try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
+        reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
     }
 
@@ -259,6 +262,7 @@ struct TrainCommand: ParsableCommand {
                   "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
                   "timestep_respacing", "use_plm_init", "source_prior"] { args.removeValue(forKey: k) }
         eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
+        reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed,
                  previousLog: ckpt.deletingLastPathComponent().appendingPathComponent("train_log.jsonl"))
     }

@@ -7,12 +7,16 @@ import Testing
 @Suite("Loss and gradients vs the official code")
 struct GradientTests {
     /// `sparseCap`: nil = the default choice, 0 = dense CE backward, 1_000_000 = sparse on every row.
-    func run(_ objective: LossObjective, sparseCap: Int? = nil) throws -> (LossTerms, TransformerNetModel, FloatBuffer) {
+    /// `mm`: the matrix-product backend of the passes (nil: OpenBLAS); `bf16Caches`: keep the bf16 copies of the
+    /// product inputs for backward, as a bf16 training step does.
+    func run(_ objective: LossObjective, sparseCap: Int? = nil, mm: (any MatMul)? = nil, bf16Caches: Bool = false,
+             bf16Copies: Bool = true) throws -> (LossTerms, TransformerNetModel, FloatBuffer) {
         let g = try Golden("golden.safetensors")
         let m = try loadTinyModel()
         let loss = DiffusionLoss(model: m, schedule: try NoiseSchedule(named: "sqrt", steps: 50))
         loss.sparseCap = sparseCap
-        let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
+        if let mm { loss.prepared = PreparedWeights(model: m, mm: mm, bf16Copies: bf16Copies) }
+        let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false, bf16Caches: bf16Caches)
         let grads = FloatBuffer(count: m.layout.totalCount)
         let n1 = g.f32("loss.noise_xstart"), n2 = g.f32("loss.noise_q")
         let terms = n1.withUnsafeBufferPointer { a in
@@ -39,11 +43,44 @@ struct GradientTests {
 
     @Test("gradient of the loss and of each term matches grads.safetensors for every parameter",
           arguments: [("grad", 7), ("grad_mse", 1), ("grad_decoder_nll", 2), ("grad_tT", 4)], [-1, 0, 1_000_000])
-    func gradients(term: (String, Int), sparseCap: Int) throws {
+    func gradients(term: (String, Int), sparseCap: Int) throws { try checkGradients(term: term, sparseCap: sparseCap) }
+
+    @Test("the same gradients, unchanged tolerances, with every product on oneDNN fp32",
+          arguments: [("grad", 7), ("grad_mse", 1), ("grad_decoder_nll", 2), ("grad_tT", 4)])
+    func gradientsOneDNN(term: (String, Int)) throws {
+        try checkGradients(term: term, sparseCap: 0, mm: try matMul(.onednn))
+    }
+
+    @Test("bf16 products: every gradient of the fixture model within 2e-2 of fp32 (relative L2 per tensor), the norm within 0.5 %")
+    func gradientsBF16() throws {
+        let (t32, m, g32) = try run(.all, sparseCap: 0)
+        let (t16, _, g16) = try run(.all, sparseCap: 0, mm: try matMul(.onednn, bf16: true))
+        var worst = (0.0, ""), n32 = 0.0, n16 = 0.0
+        for e in m.layout.entries {
+            let a = g16.array(e.range), b = g32.array(e.range)
+            n32 += b.reduce(0) { $0 + Double($1) * Double($1) }
+            n16 += a.reduce(0) { $0 + Double($1) * Double($1) }
+            // Attention key biases have an exactly zero gradient in exact arithmetic: only rounding is left.
+            if e.key.hasSuffix("key.bias") { continue }
+            let r = relativeError(a, b)
+            if r > worst.0 { worst = (r, e.key) }
+            #expect(r <= 2e-2, "\(e.key): relative error \(r)")
+        }
+        #expect(abs(n16.squareRoot() / n32.squareRoot() - 1) <= 5e-3, "norms \(n16.squareRoot()) vs \(n32.squareRoot())")
+        #expect(abs(t16.loss[0] - t32.loss[0]) <= 1e-3 * abs(t32.loss[0]) + 1e-4, "loss \(t16.loss) vs \(t32.loss)")
+        // A training step's preparation (the product inputs backward reads kept as bf16, their fp32 buffers shared
+        // by the layers; no weight copies, each weight converted as it enters a product) changes nothing: the same
+        // bf16 values enter the same products.
+        let (_, _, gc) = try run(.all, sparseCap: 0, mm: try matMul(.onednn, bf16: true), bf16Caches: true, bf16Copies: false)
+        #expect(gc.array == g16.array, "bf16 caches changed the gradients")
+        print("bf16 vs fp32 gradients (fixture model): worst tensor \(worst.1) \(worst.0); norm ratio \(n16.squareRoot() / n32.squareRoot())")
+    }
+
+    func checkGradients(term: (String, Int), sparseCap: Int, mm: (any MatMul)? = nil) throws {
         // sparseCap −1: default CE-gradient path choice, 0: dense GEMMs, 1,000,000: sparse gather/scatter on every row.
         let (prefix, objectiveRaw) = term
         let gg = try Golden("grads.safetensors")
-        let (_, m, grads) = try run(LossObjective(rawValue: objectiveRaw), sparseCap: sparseCap < 0 ? nil : sparseCap)
+        let (_, m, grads) = try run(LossObjective(rawValue: objectiveRaw), sparseCap: sparseCap < 0 ? nil : sparseCap, mm: mm)
         var checked = 0
         for e in m.layout.entries {
             let want = gg.f32(prefix + "." + e.key)

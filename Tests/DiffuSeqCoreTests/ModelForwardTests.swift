@@ -5,13 +5,14 @@ import Testing
 /// Fixture: make_fixtures.py — `fwd.*` of golden.safetensors (official TransformerNetModel, eval mode).
 @Suite("Model forward vs the official code")
 struct ModelForwardTests {
-    @Test("every fwd.* tensor and the logits match to 1e-5")
-    func forwardMatches() throws {
+    @Test("every fwd.* tensor and the logits match to 1e-5 (OpenBLAS and oneDNN fp32)", arguments: [MatMulLibrary.openblas, .onednn])
+    func forwardMatches(library: MatMulLibrary) throws {
         let g = try Golden("golden.safetensors")
         let m = try loadTinyModel()
+        let weights = PreparedWeights(model: m, mm: try matMul(library))
         let acts = Activations(config: m.config, B: 2, T: 16, keepLayerCaches: true, dropout: false)
         let x = g.f32("loss.x_t"), t = g.f32("loss.t_model")
-        let out = x.withUnsafeBufferPointer { m.forward(x: $0.baseAddress!, tModel: t, acts: acts, dropout: nil) }
+        let out = x.withUnsafeBufferPointer { m.forward(x: $0.baseAddress!, tModel: t, acts: acts, dropout: nil, weights: weights) }
         let checks: [(String, [Float])] = [
             ("fwd.timestep_embedding", acts.te.array),
             ("fwd.emb_t", acts.embT.array),

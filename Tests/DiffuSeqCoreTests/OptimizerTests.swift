@@ -23,13 +23,16 @@ struct OptimizerTests {
 
     /// Replays the 5 official steps; returns the trainer, the step reports and the per-step gradients
     /// of the 4 stored tensors (the trainer's gradient buffer right after each step).
-    static func replay() throws -> (Trainer, [StepReport], [[String: [Float]]]) {
+    static func replay(library: MatMulLibrary = .openblas) throws -> (Trainer, [StepReport], [[String: [Float]]]) {
         let a = try Golden("adamw.safetensors")
         let model = try loadTinyModel()
         var o = TrainingOptions()
         o.lr = 1e-3; o.steps = 10; o.emaRates = [0.9999, 0.9]; o.weightDecay = 0; o.clip = -1
         o.batchSize = 2; o.microbatch = 2; o.warmup = 0
-        let trainer = try Trainer(model: model, examples: try goldenBatch(), options: o)
+        var context = ComputeContext()
+        context.library = library
+        let trainer = try Trainer(model: model, examples: try goldenBatch(), options: o, context: context)
+        #expect(trainer.matMul.library == library && trainer.matMul.notice == nil, "\(trainer.matMul.notice ?? "")")
         let batch = try goldenBatch()
         let ts = a.i64("step.t"), n1 = a.f32("step.noise_xstart"), n2 = a.f32("step.noise_q")
         let per = 2 * tinyConfig.seqLen * tinyConfig.hiddenDim
@@ -47,10 +50,11 @@ struct OptimizerTests {
         return (trainer, reports, grads)
     }
 
-    @Test("5 TrainLoop steps: losses, lr, gradients, weights, both EMAs and the Adam moments")
-    func fiveOfficialSteps() throws {
+    @Test("5 TrainLoop steps: losses, lr, gradients, weights, both EMAs and the Adam moments (OpenBLAS, oneDNN fp32)",
+          arguments: [MatMulLibrary.openblas, .onednn])
+    func fiveOfficialSteps(library: MatMulLibrary) throws {
         let a = try Golden("adamw.safetensors")
-        let (trainer, reports, grads) = try Self.replay()
+        let (trainer, reports, grads) = try Self.replay(library: library)
         let m = trainer.model
         // Per-step numbers.
         let lossMean = a.f32("step.loss_mean"), perExample = a.f32("step.loss_per_example"), lr = a.f64("step.lr")

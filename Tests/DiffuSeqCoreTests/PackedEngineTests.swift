@@ -140,7 +140,7 @@ struct PackedEngineTests {
         let acts = Activations(config: c, B: B, T: T, keepLayerCaches: false, dropout: false)
         let plain = Array(UnsafeBufferPointer(start: model.forward(x: x, tModel: [3, 700], acts: acts, dropout: nil), count: n))
         let packed = PackedModel(model: model)
-        let out = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: packed.forward(x: $0.baseAddress!, tModel: [3, 700], acts: acts), count: n)) }
+        let out = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: model.forward(x: $0.baseAddress!, tModel: [3, 700], acts: acts, dropout: nil, weights: packed.weights), count: n)) }
         let (d, at) = maxAbsDiff(plain, out)
         #expect(d <= 2e-5, "max |diff| \(d) at \(at)")
     }
@@ -160,7 +160,7 @@ struct PackedEngineTests {
         let acts = Activations(config: c, B: B, T: T, keepLayerCaches: false, dropout: false)
         let plain = Array(UnsafeBufferPointer(start: model.forward(x: x, tModel: [1, 50, 999], acts: acts, dropout: nil), count: n))
         let packed = PackedModel(model: model)
-        let out = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: packed.forward(x: $0.baseAddress!, tModel: [1, 50, 999], acts: acts), count: n)) }
+        let out = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: model.forward(x: $0.baseAddress!, tModel: [1, 50, 999], acts: acts, dropout: nil, weights: packed.weights), count: n)) }
         let (d, at) = maxAbsDiff(plain, out)
         #expect(d <= 2e-5, "hidden_dim \(hiddenDim): max |diff| \(d) at \(at)")
         // And a short run on each engine gives the same ids.

@@ -7,9 +7,13 @@ import Testing
 /// official noise injected.
 @Suite("Sampling trajectories vs the official code")
 struct SamplerTests {
-    func runTrajectory(_ kind: SamplerKind, prefix: String, engine: SamplingEngine) throws -> (frames: [DiffusionFrame], result: SampleResult, g: Golden) {
+    func runTrajectory(_ kind: SamplerKind, prefix: String, engine: SamplingEngine, library: MatMulLibrary = .openblas) throws
+        -> (frames: [DiffusionFrame], result: SampleResult, g: Golden) {
         let g = try Golden("golden.safetensors")
-        let sampler = try DiffusionSampler(model: try loadTinyModel(), engine: engine)
+        var context = ComputeContext(engine: engine)
+        context.library = library
+        let sampler = try DiffusionSampler(model: try loadTinyModel(), context: context)
+        #expect(sampler.matMul.library == library)
         let ids = g.i64("batch.input_ids"), mask = g.i64("batch.input_mask")
         let initNoise = g.f32("sample.noise_init")
         let stepNoise = g.f32("p_sample10.step_noise")
@@ -27,8 +31,8 @@ struct SamplerTests {
         return (frames, result, g)
     }
 
-    func check(_ kind: SamplerKind, prefix: String, engine: SamplingEngine) throws {
-        let (frames, result, g) = try runTrajectory(kind, prefix: prefix, engine: engine)
+    func check(_ kind: SamplerKind, prefix: String, engine: SamplingEngine, library: MatMulLibrary = .openblas) throws {
+        let (frames, result, g) = try runTrajectory(kind, prefix: prefix, engine: engine, library: library)
         #expect(frames.count == 10)
         let n = 512
         let xs = g.f32(prefix + ".x"), rounded = g.i64(prefix + ".rounded_ids")
@@ -53,6 +57,13 @@ struct SamplerTests {
     @Test("official --step 10 DDIM path (off-by-gap quirk): x ≤1e-4, ids exact (OpenBLAS and packed engines)",
           arguments: [SamplingEngine.blas, .packed])
     func ddimOfficialTrajectory(engine: SamplingEngine) throws { try check(.ddimOfficial, prefix: "ddim10", engine: engine) }
+
+    @Test("both official trajectories with the network's products on oneDNN fp32: x ≤1e-4, ids exact",
+          arguments: [(SamplerKind.ddpm, "p_sample10"), (.ddimOfficial, "ddim10")])
+    func trajectoriesOneDNN(kind: SamplerKind, prefix: String) throws {
+        _ = try matMul(.onednn)
+        try check(kind, prefix: prefix, engine: .blas, library: .onednn)
+    }
 
     @Test("same seed gives identical frames at any batch composition and thread count", arguments: [SamplingEngine.blas, .packed])
     func deterministicSeeds(engine: SamplingEngine) throws {
@@ -104,7 +115,7 @@ struct SamplerTests {
         let acts = Activations(config: c, B: B, T: T, keepLayerCaches: false, dropout: false)
         let plain = Array(UnsafeBufferPointer(start: model.forward(x: x, tModel: [3, 700], acts: acts, dropout: nil), count: n))
         let fused = Array(UnsafeBufferPointer(start: model.forward(x: x, tModel: [3, 700], acts: acts, dropout: nil,
-                                                                   fused: model.makeFusedQKV()), count: n))
+                                                                   weights: PreparedWeights(model: model, mm: OpenBLASMatMul.shared, fuseQKV: true)), count: n))
         let (d, at) = maxAbsDiff(plain, fused)
         #expect(d <= 1e-6, "max |diff| \(d) at \(at)")
     }

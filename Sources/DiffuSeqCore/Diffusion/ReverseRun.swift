@@ -159,8 +159,8 @@ final class ReverseRun {
         let tOrig = process.timestepMap[i]
         let tScale = Float(1000.0 / Double(process.originalSteps))
         let tModel = [Float](repeating: c.rescaleTimesteps ? Float(tOrig) * tScale : Float(tOrig), count: B)
-        return packed.map { $0.forward(x: xt.ptr, tModel: tModel, acts: acts) }
-            ?? sampler.model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil, fused: sampler.fused)
+        return sampler.model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil,
+                                     weights: packed?.weights ?? sampler.prepared)
     }
 
     /// Rounds x̂₀ (`out`) to the nearest embeddings into `rounded`/`margins`. A frame waiting for its read-out of

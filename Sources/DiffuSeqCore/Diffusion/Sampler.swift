@@ -77,11 +77,23 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// The model's full (unrespaced) process.
     public let schedule: NoiseSchedule
     let index: EmbeddingIndex
-    /// Stacked query/key/value weights for models whose per-projection products are small (a batch-1
-    /// run of the built-in model: 64×256×256), where one product per layer instead of three saves
-    /// per-call overhead; nil for larger models (their products are efficient already, and the copy
-    /// would cost 3·C²·layers floats).
-    let fused: FusedQKV?
+    /// The weights as the sampler's matrix-product backend takes them (runs that do not use the packed
+    /// engine). On OpenBLAS, models whose per-projection batch-1 products are small (the built-in model:
+    /// 64×256×256) get their query/key/value weights stacked into one product per layer, which saves
+    /// per-call overhead; larger models keep three (their products are efficient already, and the copy
+    /// would cost 3·C²·layers floats). A snapshot, like the rounding table; bf16 copies are made by the first
+    /// run that needs them (like the packed panels: a run on the packed engine never does).
+    var prepared: PreparedWeights {
+        packedLock.lock()
+        defer { packedLock.unlock() }
+        if let p = _prepared { return p }
+        let p = makePrepared()
+        _prepared = p
+        return p
+    }
+    private var _prepared: PreparedWeights?
+    /// The matrix-product backend of runs that do not use the packed engine (`context.precision` resolved).
+    public let matMul: MatMulChoice
 
     /// Whether sampling stacks the query/key/value projections of a model of this shape (each of the three
     /// batch-1 products under 8M multiply-adds).
@@ -99,7 +111,7 @@ public final class DiffusionSampler: @unchecked Sendable {
     /// Wraps a model; the rounding table and the fused projections are a snapshot of its weights at this
     /// moment; the packed weights are made by the first run that uses them, or by `preparePackedEngine`.
     public init(model: TransformerNetModel, engine: SamplingEngine? = nil, padID: Int = 0,
-                context: ComputeContext = .process) throws {
+                context: ComputeContext = .process, workload: ComputeContext.Workload = .batchSampling) throws {
         self.model = model
         self.padID = padID
         var context = context
@@ -110,7 +122,13 @@ public final class DiffusionSampler: @unchecked Sendable {
         schedule = try NoiseSchedule(named: c.noiseSchedule, steps: c.diffusionSteps)
         index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding),
                                bias: model.ptr(model.params, \.lmHeadBias), V: c.vocabSize, D: c.hiddenDim)
-        fused = Self.fusesProjections(c) ? model.makeFusedQKV() : nil
+        matMul = context.matMul(for: workload)
+        if matMul.precision != .bf16 { _prepared = makePrepared() }
+    }
+
+    private func makePrepared() -> PreparedWeights {
+        PreparedWeights(model: model, mm: matMul.mm,
+                        fuseQKV: matMul.library == .openblas && Self.fusesProjections(model.config))
     }
 
     /// Packs the weights now if a batch-1 run will use the packed engine (the explorer calls this at load so

@@ -36,9 +36,9 @@ public final class TextGenerator: @unchecked Sendable {
     /// The tokenizer.
     public let tokenizer: any TextTokenizer
 
-    /// Wraps a loaded model.
-    public init(_ loaded: LoadedModel) throws {
-        sampler = try DiffusionSampler(model: loaded.model, padID: loaded.tokenizer.padID)
+    /// Wraps a loaded model (`workload`: batch sampling, or the explorer's batch-1 runs; it decides `auto`).
+    public init(_ loaded: LoadedModel, workload: ComputeContext.Workload = .batchSampling) throws {
+        sampler = try DiffusionSampler(model: loaded.model, padID: loaded.tokenizer.padID, workload: workload)
         tokenizer = loaded.tokenizer
     }
 

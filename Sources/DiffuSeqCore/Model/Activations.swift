@@ -1,24 +1,39 @@
 /// Cached activations of one encoder layer, each (B·T, ·) unless noted. Used by `layerBackward`.
+///
+/// With bf16 caches (a bf16 training step) the three activations that backward reads only as inputs of
+/// weight-gradient products — the layer's input, `a` and `ctx` — are kept as the bf16 copies their forward
+/// products took (`inputHalf`, `aHalf`, `ctxHalf`), and their fp32 buffers (`a`, `ctx`, `out`) are shared
+/// by all layers (`out` alternating between two): fp32 for everything else, half the bytes for those three.
 final class LayerActivations {
-    let q, k, v, ctx: FloatBuffer          // (B, T, C)
+    /// (B·T·3C) query, key and value, laid out as the weights say (`PreparedWeights.qkvLayout`): three
+    /// (B, T, C) blocks, or one (B, T, 3C) matrix when the projections are stacked.
+    let qkv: FloatBuffer
+    let ctx: FloatBuffer                   // (B, T, C)
     let probs: FloatBuffer                 // (B, NH, T, T) softmax output
     let r1, a: FloatBuffer                 // (B, T, C): residual sum, LN1 out
     let m1, s1, m2, s2: FloatBuffer        // (B, T) LayerNorm mean / rstd
     let f1: FloatBuffer                    // (B, T, F) intermediate pre-GELU (backward recomputes GELU from it)
     let r2, out: FloatBuffer               // (B, T, C)
+    /// (B, T, C) bf16 copies of the layer's input, `a` and `ctx` (bf16 caches only), made by the forward
+    /// products that read them first, read by the weight-gradient products of backward.
+    let inputHalf, aHalf, ctxHalf: HalfBuffer?
     // Dropout masks are not stored: backward regenerates them from the generator state saved here
     // before each draw (bit-identical masks; saves 3 mask tensors and the dropped probabilities per layer).
     var rngProbs = SeededRandom(seed: 0), rngAO = SeededRandom(seed: 0), rngF2 = SeededRandom(seed: 0)
 
-    init(B: Int, T: Int, c: ModelConfig, dropout: Bool) {
+    /// `shared`: the fp32 (a, ctx, out) to use instead of buffers of its own, with bf16 caches.
+    init(B: Int, T: Int, c: ModelConfig, dropout: Bool, shared: (a: FloatBuffer, ctx: FloatBuffer, out: FloatBuffer)? = nil) {
         let n = B * T * c.width, tt = B * c.heads * T * T
-        q = FloatBuffer(count: n); k = FloatBuffer(count: n); v = FloatBuffer(count: n); ctx = FloatBuffer(count: n)
+        qkv = FloatBuffer(count: 3 * n); ctx = shared?.ctx ?? FloatBuffer(count: n)
         probs = FloatBuffer(count: tt)
-        r1 = FloatBuffer(count: n); a = FloatBuffer(count: n)
+        r1 = FloatBuffer(count: n); a = shared?.a ?? FloatBuffer(count: n)
         m1 = FloatBuffer(count: B * T); s1 = FloatBuffer(count: B * T)
         m2 = FloatBuffer(count: B * T); s2 = FloatBuffer(count: B * T)
         f1 = FloatBuffer(count: B * T * c.ffn)
-        r2 = FloatBuffer(count: n); out = FloatBuffer(count: n)
+        r2 = FloatBuffer(count: n); out = shared?.out ?? FloatBuffer(count: n)
+        inputHalf = shared.map { _ in HalfBuffer(count: n) }
+        aHalf = shared.map { _ in HalfBuffer(count: n) }
+        ctxHalf = shared.map { _ in HalfBuffer(count: n) }
     }
 }
 
@@ -70,8 +85,6 @@ final class Activations {
     var lastInput: CP
     private var _scratch: BackwardScratch?
     private let config: ModelConfig
-    /// (B, T, 3C) fused query/key/value projections (inference with `FusedQKV`; allocated on first use).
-    lazy var qkv = FloatBuffer(count: 3 * B * T * config.width)
     private var _attentionScratch: FloatBuffer?
     /// Per-worker scratch of `dsq_attention_packed` (grown on demand).
     func attentionScratch(count: Int) -> P {
@@ -81,7 +94,8 @@ final class Activations {
         return s.ptr
     }
 
-    init(config c: ModelConfig, B: Int, T: Int, keepLayerCaches: Bool, dropout: Bool) {
+    /// `bf16Caches` (training with a bf16 backend): see `LayerActivations`.
+    init(config c: ModelConfig, B: Int, T: Int, keepLayerCaches: Bool, dropout: Bool, bf16Caches: Bool = false) {
         self.B = B; self.T = T; self.config = c
         keepsLayerCaches = keepLayerCaches
         let n = B * T * c.width
@@ -97,7 +111,12 @@ final class Activations {
         probsDrop = FloatBuffer(count: dropout && c.attentionDropout > 0 ? B * c.heads * T * T : 0)
         self.dropout = dropout
         let count = keepLayerCaches ? max(1, c.layers) : 1
-        layers = (0..<count).map { _ in LayerActivations(B: B, T: T, c: c, dropout: dropout) }
+        if bf16Caches && keepLayerCaches {
+            let a = FloatBuffer(count: n), ctx = FloatBuffer(count: n), outs = [FloatBuffer(count: n), FloatBuffer(count: n)]
+            layers = (0..<count).map { LayerActivations(B: B, T: T, c: c, dropout: dropout, shared: (a, ctx, outs[$0 % 2])) }
+        } else {
+            layers = (0..<count).map { _ in LayerActivations(B: B, T: T, c: c, dropout: dropout) }
+        }
         lastInput = CP(h0.ptr)
     }
 

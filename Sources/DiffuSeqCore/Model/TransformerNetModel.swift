@@ -64,48 +64,39 @@ public final class TransformerNetModel: @unchecked Sendable {
 
     // MARK: Forward
 
-    /// The query, key and value projections of every layer stacked for one product per layer at
-    /// inference (a snapshot: later changes to `params` are not seen).
-    public func makeFusedQKV() -> FusedQKV {
-        let C = config.width, L = config.layers
-        let w = FloatBuffer(count: L * 3 * C * C), b = FloatBuffer(count: L * 3 * C)
-        for (l, layer) in weights.layers.enumerated() {
-            for (j, lin) in [layer.query, layer.key, layer.value].enumerated() {
-                (w.ptr + (l * 3 + j) * C * C).update(from: ptr(params, lin.weight), count: C * C)
-                (b.ptr + (l * 3 + j) * C).update(from: ptr(params, lin.bias), count: C)
-            }
-        }
-        return FusedQKV(weight: w, bias: b)
-    }
+    /// The weights as OpenBLAS fp32 takes them: views into `params` (no copy), so always current.
+    private(set) lazy var referenceWeights = PreparedWeights(model: self, mm: OpenBLASMatMul.shared)
 
     /// Runs the network: out (B, T, D) = f(x (B, T, D), tModel (B)).
     ///
     /// - Parameters:
     ///   - tModel: the timestep the network sees (official: index·1000/T when rescaling).
     ///   - dropout: a random source when training with dropout; nil in eval mode.
+    ///   - weights: the weights as a backend prepared them (default: OpenBLAS fp32 on `params`); every
+    ///     product goes through `weights.mm`.
     /// - Returns: a pointer to `acts.out`, valid until the next call with `acts`.
-    ///   - fused: stacked query/key/value weights (inference only: ignored when `acts` keeps layer caches).
     @discardableResult
     func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?,
-                 fused: FusedQKV? = nil) -> CP {
+                 weights: PreparedWeights? = nil) -> CP {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let W = params, M = weights
+        let W = weights ?? referenceWeights, mm = W.mm
+        precondition(!(acts.keepsLayerCaches && W.fusedQKV), "training runs three query/key/value products")
         // time_embed: Linear(Dt→4Dt) → SiLU → Linear(4Dt→C)
         Kernels.timestepEmbedding(acts.te.ptr, tModel, dim: Dt)
-        Kernels.linear(acts.h1.ptr, acts.te.ptr, ptr(W, M.timeEmbedIn.weight), ptr(W, M.timeEmbedIn.bias), n: B, i: Dt, o: 4 * Dt)
+        mm.linear(acts.h1.ptr, acts.te.ptr, W.timeEmbedIn.weight, W.timeEmbedIn.bias, n: B)
         Kernels.silu(acts.s1.ptr, acts.h1.ptr, B * 4 * Dt)
-        Kernels.linear(acts.embT.ptr, acts.s1.ptr, ptr(W, M.timeEmbedOut.weight), ptr(W, M.timeEmbedOut.bias), n: B, i: 4 * Dt, o: C)
+        mm.linear(acts.embT.ptr, acts.s1.ptr, W.timeEmbedOut.weight, W.timeEmbedOut.bias, n: B)
         // input_up_proj: Linear(D→C) → tanh → Linear(C→C)
         let pre = acts.pre.ptr
-        if let up = M.inputUp {
-            Kernels.linear(acts.u1.ptr, x, ptr(W, up.first.weight), ptr(W, up.first.bias), n: BT, i: D, o: C)
+        if let up = W.inputUp {
+            mm.linear(acts.u1.ptr, x, up.first.weight, up.first.bias, n: BT)
             Kernels.tanh(acts.u1t.ptr, acts.u1.ptr, BT * C)
-            Kernels.linear(pre, acts.u1t.ptr, ptr(W, up.second.weight), ptr(W, up.second.bias), n: BT, i: C, o: C)
+            mm.linear(pre, acts.u1t.ptr, up.second.weight, up.second.bias, n: BT)
         } else {
             pre.update(from: x, count: BT * C)
         }
         // + position_embeddings[0..<T] + emb_t (broadcast over T)
-        let pos = ptr(W, M.positionEmbeddings)
+        let pos = ptr(params, \.positionEmbeddings), M = self.weights
         for b in 0..<B {
             let et = acts.embT.ptr + b * C
             for s in 0..<T {
@@ -113,8 +104,8 @@ public final class TransformerNetModel: @unchecked Sendable {
                 for j in 0..<C { row[j] += pr[j] + et[j] }
             }
         }
-        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(W, M.embeddingNorm.weight),
-                          ptr(W, M.embeddingNorm.bias), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(acts.h0.ptr, mean: acts.m0.ptr, rstd: acts.s0.ptr, pre, ptr(params, M.embeddingNorm.weight),
+                          ptr(params, M.embeddingNorm.bias), n: BT, c: C, eps: c.layerNormEps)
         var h: CP = CP(acts.h0.ptr)
         if let rng = dropout, c.dropout > 0 {
             Self.dropoutForward(acts.h0d.ptr, mask: acts.mask0.ptr, h, BT * C, p: c.dropout, rng: rng)
@@ -122,14 +113,14 @@ public final class TransformerNetModel: @unchecked Sendable {
         }
         for l in 0..<c.layers {
             let la = acts.layer(l)
-            layerForward(l, input: h, la: la, acts: acts, dropout: dropout, fused: acts.keepsLayerCaches ? nil : fused)
+            layerForward(l, input: h, la: la, acts: acts, dropout: dropout, weights: W)
             h = CP(la.out.ptr)
         }
         // output_down_proj: Linear(C→C) → tanh → Linear(C→D)
-        if let down = M.outputDown {
-            Kernels.linear(acts.d1.ptr, h, ptr(W, down.first.weight), ptr(W, down.first.bias), n: BT, i: C, o: C)
+        if let down = W.outputDown {
+            mm.linear(acts.d1.ptr, h, down.first.weight, down.first.bias, n: BT)
             Kernels.tanh(acts.d1t.ptr, acts.d1.ptr, BT * C)
-            Kernels.linear(acts.out.ptr, acts.d1t.ptr, ptr(W, down.second.weight), ptr(W, down.second.bias), n: BT, i: C, o: D)
+            mm.linear(acts.out.ptr, acts.d1t.ptr, down.second.weight, down.second.bias, n: BT)
         } else {
             acts.out.ptr.update(from: h, count: BT * D)
         }
@@ -140,75 +131,61 @@ public final class TransformerNetModel: @unchecked Sendable {
     /// One BERT layer (HF `BertLayer`): self-attention → BertSelfOutput (dense + dropout +
     /// LayerNorm(x + input)) → intermediate (dense + GELU) → BertOutput (dense + dropout + LayerNorm).
     private func layerForward(_ l: Int, input: CP, la: LayerActivations, acts: Activations,
-                              dropout: UnsafeMutablePointer<SeededRandom>?, fused: FusedQKV?) {
-        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
+                              dropout: UnsafeMutablePointer<SeededRandom>?, weights W: PreparedWeights) {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width
         let NH = c.heads, HS = c.headSize
-        let W = params, L = weights.layers[l]
-        // BertSelfAttention
-        // q, k, v: (B·T, C) each with row stride qs — separate buffers, or column blocks of one fused product.
-        let q: P, k: P, v: P, qs: Int
-        if let fused {
-            let qkv = acts.qkv.ptr
-            Kernels.linear(qkv, input, fused.weight.ptr + l * 3 * C * C, fused.bias.ptr + l * 3 * C, n: BT, i: C, o: 3 * C)
-            q = qkv; k = qkv + C; v = qkv + 2 * C; qs = 3 * C
+        let L = self.weights.layers[l], PL = W.layers[l], mm = W.mm
+        // BertSelfAttention: query, key, value (one stacked product or three, as the weights were prepared).
+        let lay = W.qkvLayout(rows: BT), qkv = la.qkv.ptr
+        let x = mm.operand(input, count: BT * C, cache: la.inputHalf)  // bf16 caches: the copy backward reads
+        for (part, offset) in zip(PL.qkv, lay.outputs) { mm.linear(qkv + offset, x, part.weight, part.bias, n: BT) }
+        let q = qkv + lay.q, k = qkv + lay.k, v = qkv + lay.v
+        let shape = Attention.Shape(B: B, T: T, NH: NH, HS: HS, stride: lay.stride)
+        if acts.keepsLayerCaches || dropout != nil {
+            // Training: the probabilities stay for backward, attention dropout.
+            let d = dropout.flatMap { rng in
+                c.attentionDropout > 0 ? Attention.Dropout(p: c.attentionDropout, rng: rng, dropped: acts.probsDrop.ptr) : nil
+            }
+            Attention.forward(ctx: la.ctx.ptr, probs: la.probs.ptr, q: q, k: k, v: v, shape, dropout: d, savedRNG: &la.rngProbs)
         } else {
-            Kernels.linear(la.q.ptr, input, ptr(W, L.query.weight), ptr(W, L.query.bias), n: BT, i: C, o: C)
-            Kernels.linear(la.k.ptr, input, ptr(W, L.key.weight), ptr(W, L.key.bias), n: BT, i: C, o: C)
-            Kernels.linear(la.v.ptr, input, ptr(W, L.value.weight), ptr(W, L.value.bias), n: BT, i: C, o: C)
-            q = la.q.ptr; k = la.k.ptr; v = la.v.ptr; qs = C
+            mm.attention(ctx: la.ctx.ptr, q: q, k: k, v: v, shape, acts: acts)
         }
-        let scale = 1 / Float(HS).squareRoot()
-        let TT = T * T
-        let probs = la.probs.ptr, ctx = la.ctx.ptr
-        // Heads are independent: one core per block of (batch, head) pairs, each GEMM single-threaded.
-        parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
-            for bh in lo..<hi {
-                let b = bh / NH, hd = bh % NH
-                let o = b * T * qs + hd * HS
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, alpha: scale, a: q + o, lda: qs, b: k + o, ldb: qs,
-                          c: probs + bh * TT, ldc: T)
-                dsq_softmax_rows(probs + bh * TT, T, T)
-            }
-        }
-        var pUse = probs
-        let attnDropout = dropout != nil && c.attentionDropout > 0
-        if let rng = dropout, attnDropout {
-            la.rngProbs = rng.pointee
-            Self.dropoutForward(acts.probsDrop.ptr, mask: nil, probs, B * NH * TT, p: c.attentionDropout, rng: rng)
-            pUse = acts.probsDrop.ptr
-        }
-        let pv = CP(pUse)
-        parallelGEMMs(B * NH, work: B * NH * T * T * HS) { _, lo, hi in
-            for bh in lo..<hi {
-                let b = bh / NH, hd = bh % NH
-                BLAS.gemm(m: T, n: HS, k: T, a: pv + bh * TT, lda: T, b: v + b * T * qs + hd * HS, ldb: qs,
-                          c: ctx + b * T * C + hd * HS, ldc: C)
-            }
-        }
-        // BertSelfOutput
-        let ao = acts.ao.ptr
-        Kernels.linear(ao, la.ctx.ptr, ptr(W, L.attentionOutput.weight), ptr(W, L.attentionOutput.bias), n: BT, i: C, o: C)
+        // BertSelfOutput: dense + dropout + LayerNorm(x + input); without dropout the residual is the product's epilogue.
+        let xctx = mm.operand(la.ctx.ptr, count: BT * C, cache: la.ctxHalf), r1 = la.r1.ptr
+        let AO = PL.attentionOutput
         if let rng = dropout, c.dropout > 0 {
+            let ao = acts.ao.ptr
+            mm.linear(ao, xctx, AO.weight, AO.bias, n: BT)
             la.rngAO = rng.pointee
             Self.dropoutForward(ao, mask: nil, ao, BT * C, p: c.dropout, rng: rng)
+            Kernels.add(r1, ao, input, BT * C)
+        } else {
+            mm.linear(r1, xctx, AO.weight, AO.bias, n: BT, residual: input, gelu: false)
         }
-        let r1 = la.r1.ptr
-        Kernels.add(r1, ao, input, BT * C)
-        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(W, L.attentionNorm.weight),
-                          ptr(W, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
-        // BertIntermediate + BertOutput
-        Kernels.linear(la.f1.ptr, la.a.ptr, ptr(W, L.intermediate.weight), ptr(W, L.intermediate.bias), n: BT, i: C, o: F)
-        Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)
-        let f2 = acts.f2.ptr
-        Kernels.linear(f2, acts.g.ptr, ptr(W, L.output.weight), ptr(W, L.output.bias), n: BT, i: F, o: C)
+        Kernels.layerNorm(la.a.ptr, mean: la.m1.ptr, rstd: la.s1.ptr, r1, ptr(params, L.attentionNorm.weight),
+                          ptr(params, L.attentionNorm.bias), n: BT, c: C, eps: c.layerNormEps)
+        // BertIntermediate: dense + GELU (training keeps the pre-GELU f1 for backward; inference fuses the GELU).
+        let xa = mm.operand(la.a.ptr, count: BT * C, cache: la.aHalf)
+        if acts.keepsLayerCaches {
+            mm.linear(la.f1.ptr, xa, PL.intermediate.weight, PL.intermediate.bias, n: BT)
+            Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * c.ffn)
+        } else {
+            mm.linear(acts.g.ptr, xa, PL.intermediate.weight, PL.intermediate.bias, n: BT, residual: nil, gelu: true)
+        }
+        // BertOutput: dense + dropout + LayerNorm(x + a). g is a temporary only this product reads: with bf16
+        // caches it becomes bf16 where it is.
+        let xg = mm.operand(inPlace: acts.g.ptr, count: BT * c.ffn, la.aHalf != nil), r2 = la.r2.ptr
         if let rng = dropout, c.dropout > 0 {
+            let f2 = acts.f2.ptr
+            mm.linear(f2, xg, PL.output.weight, PL.output.bias, n: BT)
             la.rngF2 = rng.pointee
             Self.dropoutForward(f2, mask: nil, f2, BT * C, p: c.dropout, rng: rng)
+            Kernels.add(r2, f2, la.a.ptr, BT * C)
+        } else {
+            mm.linear(r2, xg, PL.output.weight, PL.output.bias, n: BT, residual: la.a.ptr, gelu: false)
         }
-        let r2 = la.r2.ptr
-        Kernels.add(r2, f2, la.a.ptr, BT * C)
-        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(W, L.outputNorm.weight),
-                          ptr(W, L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
+        Kernels.layerNorm(la.out.ptr, mean: la.m2.ptr, rstd: la.s2.ptr, r2, ptr(params, L.outputNorm.weight),
+                          ptr(params, L.outputNorm.bias), n: BT, c: C, eps: c.layerNormEps)
     }
 
     /// out = inp·mask, mask ∈ {0, 1/(1−p)} drawn from `rng` (inverted dropout, as torch); the mask is
@@ -240,23 +217,24 @@ public final class TransformerNetModel: @unchecked Sendable {
 
     /// Backpropagates dout (B, T, D) through the last `forward` on `acts` (which must have kept
     /// per-layer caches), accumulating parameter gradients into `grads` and the input gradient
-    /// into `dx` (B, T, D).
-    func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P) {
-        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
-        let W = params, G = grads, s = acts.scratch, M = weights
+    /// into `dx` (B, T, D). `weights`: those the forward used (every product goes through `weights.mm`).
+    func backward(dout: CP, x: CP, acts: Activations, grads: FloatBuffer, dx: P, weights: PreparedWeights? = nil) {
+        let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, Dt = c.hiddenTDim
+        let W = weights ?? referenceWeights, mm = W.mm
+        let G = grads, s = acts.scratch, M = self.weights
         precondition(acts.keepsLayerCaches, "backward needs the per-layer caches")
         // output_down_proj
         let dh = s.dhA.ptr
         dh.update(repeating: 0, count: BT * C)
         let hLast = acts.lastInput
-        if let down = M.outputDown {
+        if let down = M.outputDown, let pdown = W.outputDown {
             let dd1 = s.dC1.ptr
             dd1.update(repeating: 0, count: BT * C)
-            Kernels.linearBackward(dinp: dd1, dw: ptr(G, down.second.weight), db: ptr(G, down.second.bias),
-                                   dout: dout, inp: acts.d1t.ptr, w: ptr(W, down.second.weight), n: BT, i: C, o: D)
+            mm.linearBackward(dinp: dd1, dw: ptr(G, down.second.weight), db: ptr(G, down.second.bias),
+                              dout: dout, inp: acts.d1t.ptr, w: pdown.second.weight, n: BT)
             Kernels.tanhBackwardInPlace(dd1, acts.d1t.ptr, BT * C)
-            Kernels.linearBackward(dinp: dh, dw: ptr(G, down.first.weight), db: ptr(G, down.first.bias),
-                                   dout: dd1, inp: hLast, w: ptr(W, down.first.weight), n: BT, i: C, o: C)
+            mm.linearBackward(dinp: dh, dw: ptr(G, down.first.weight), db: ptr(G, down.first.bias),
+                              dout: dd1, inp: hLast, w: pdown.first.weight, n: BT)
         } else {
             dh.update(from: dout, count: BT * C)
         }
@@ -265,7 +243,8 @@ public final class TransformerNetModel: @unchecked Sendable {
             let input: CP = l == 0 ? (c.dropout > 0 && acts.usedDropout ? CP(acts.h0d.ptr) : CP(acts.h0.ptr))
                                    : CP(acts.layer(l - 1).out.ptr)
             dNext.zero()
-            layerBackward(l, dout: dCur.ptr, dinp: dNext.ptr, input: input, la: acts.layer(l), acts: acts, grads: G)
+            layerBackward(l, dout: dCur.ptr, dinp: dNext.ptr, input: input, la: acts.layer(l), acts: acts, grads: G,
+                          weights: W)
             swap(&dCur, &dNext)
         }
         // embedding LayerNorm (+ dropout)
@@ -277,7 +256,8 @@ public final class TransformerNetModel: @unchecked Sendable {
         let dpre = s.dC1.ptr
         dpre.update(repeating: 0, count: BT * C)
         Kernels.layerNormBackward(dinp: dpre, dw: ptr(G, M.embeddingNorm.weight), db: ptr(G, M.embeddingNorm.bias), dout: dh0,
-                                  inp: acts.pre.ptr, w: ptr(W, M.embeddingNorm.weight), mean: acts.m0.ptr, rstd: acts.s0.ptr, n: BT, c: C)
+                                  inp: acts.pre.ptr, w: ptr(params, M.embeddingNorm.weight), mean: acts.m0.ptr,
+                                  rstd: acts.s0.ptr, n: BT, c: C)
         // position embeddings and emb_t
         let dpos = ptr(G, M.positionEmbeddings)
         let dembT = s.dEmbT.ptr
@@ -289,68 +269,75 @@ public final class TransformerNetModel: @unchecked Sendable {
             }
         }
         // input_up_proj
-        if let up = M.inputUp {
+        if let up = M.inputUp, let pup = W.inputUp {
             let du1 = s.dC2.ptr
             du1.update(repeating: 0, count: BT * C)
-            Kernels.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
-                                   dout: dpre, inp: acts.u1t.ptr, w: ptr(W, up.second.weight), n: BT, i: C, o: C)
+            mm.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
+                              dout: dpre, inp: acts.u1t.ptr, w: pup.second.weight, n: BT)
             Kernels.tanhBackwardInPlace(du1, acts.u1t.ptr, BT * C)
-            Kernels.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
-                                   dout: du1, inp: x, w: ptr(W, up.first.weight), n: BT, i: D, o: C)
+            mm.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
+                              dout: du1, inp: x, w: pup.first.weight, n: BT)
         } else {
             for i in 0..<(BT * C) { dx[i] += dpre[i] }
         }
         // time_embed
         let ds1 = s.dT1.ptr
         ds1.update(repeating: 0, count: B * 4 * Dt)
-        Kernels.linearBackward(dinp: ds1, dw: ptr(G, M.timeEmbedOut.weight), db: ptr(G, M.timeEmbedOut.bias),
-                               dout: dembT, inp: acts.s1.ptr, w: ptr(W, M.timeEmbedOut.weight), n: B, i: 4 * Dt, o: C)
+        mm.linearBackward(dinp: ds1, dw: ptr(G, M.timeEmbedOut.weight), db: ptr(G, M.timeEmbedOut.bias),
+                          dout: dembT, inp: acts.s1.ptr, w: W.timeEmbedOut.weight, n: B)
         let dh1 = s.dT2.ptr
         dh1.update(repeating: 0, count: B * 4 * Dt)
         Kernels.siluBackward(dh1, ds1, acts.h1.ptr, B * 4 * Dt)
-        Kernels.linearBackward(dinp: nil, dw: ptr(G, M.timeEmbedIn.weight), db: ptr(G, M.timeEmbedIn.bias),
-                               dout: dh1, inp: acts.te.ptr, w: ptr(W, M.timeEmbedIn.weight), n: B, i: Dt, o: 4 * Dt)
+        mm.linearBackward(dinp: nil, dw: ptr(G, M.timeEmbedIn.weight), db: ptr(G, M.timeEmbedIn.bias),
+                          dout: dh1, inp: acts.te.ptr, w: W.timeEmbedIn.weight, n: B)
     }
 
-    private func layerBackward(_ l: Int, dout: P, dinp: P, input: CP, la: LayerActivations, acts: Activations, grads G: FloatBuffer) {
+    private func layerBackward(_ l: Int, dout: P, dinp: P, input: CP, la: LayerActivations, acts: Activations,
+                               grads G: FloatBuffer, weights W: PreparedWeights) {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, F = c.ffn
         let NH = c.heads, HS = c.headSize, TT = T * T
-        let W = params, L = weights.layers[l], s = acts.scratch
+        let L = self.weights.layers[l], PL = W.layers[l], mm = W.mm, s = acts.scratch
         let drop = acts.usedDropout && c.dropout > 0
+        // With bf16 caches (a bf16 training step) the temporaries below that only one product reads (the recomputed
+        // GELU output, each Linear's dout) become bf16 where they are, instead of in scratch of their size.
+        let consume = la.aHalf != nil
         // BertOutput LayerNorm
         let dr2 = s.dC1.ptr
         dr2.update(repeating: 0, count: BT * C)
         Kernels.layerNormBackward(dinp: dr2, dw: ptr(G, L.outputNorm.weight), db: ptr(G, L.outputNorm.bias),
-                                  dout: dout, inp: la.r2.ptr, w: ptr(W, L.outputNorm.weight), mean: la.m2.ptr, rstd: la.s2.ptr, n: BT, c: C)
+                                  dout: dout, inp: la.r2.ptr, w: ptr(params, L.outputNorm.weight), mean: la.m2.ptr,
+                                  rstd: la.s2.ptr, n: BT, c: C)
         let da = s.dC2.ptr
         da.update(from: dr2, count: BT * C)
         if drop { Self.dropoutRegenerate(dr2, maskOut: nil, BT * C, p: c.dropout, rng: la.rngF2) }
         let dg = s.dF.ptr
         dg.update(repeating: 0, count: BT * F)
         Kernels.gelu(acts.g.ptr, la.f1.ptr, BT * F)  // recompute the GELU output instead of keeping it per layer
-        Kernels.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias),
-                               dout: dr2, inp: acts.g.ptr, w: ptr(W, L.output.weight), n: BT, i: F, o: C)
+        mm.linearBackward(dinp: dg, dw: ptr(G, L.output.weight), db: ptr(G, L.output.bias), dout: dr2,
+                          inp: mm.operand(inPlace: acts.g.ptr, count: BT * F, consume), w: PL.output.weight, n: BT,
+                          consumeDout: consume)
         let df1 = dg
         Kernels.geluBackwardInPlace(df1, la.f1.ptr, BT * F)
-        Kernels.linearBackward(dinp: da, dw: ptr(G, L.intermediate.weight), db: ptr(G, L.intermediate.bias),
-                               dout: df1, inp: la.a.ptr, w: ptr(W, L.intermediate.weight), n: BT, i: C, o: F)
+        mm.linearBackward(dinp: da, dw: ptr(G, L.intermediate.weight), db: ptr(G, L.intermediate.bias),
+                          dout: df1, inp: mm.cached(la.a.ptr, la.aHalf), w: PL.intermediate.weight, n: BT, consumeDout: consume)
         // BertSelfOutput LayerNorm
         let dr1 = s.dC3.ptr
         dr1.update(repeating: 0, count: BT * C)
         Kernels.layerNormBackward(dinp: dr1, dw: ptr(G, L.attentionNorm.weight), db: ptr(G, L.attentionNorm.bias),
-                                  dout: da, inp: la.r1.ptr, w: ptr(W, L.attentionNorm.weight), mean: la.m1.ptr, rstd: la.s1.ptr, n: BT, c: C)
+                                  dout: da, inp: la.r1.ptr, w: ptr(params, L.attentionNorm.weight), mean: la.m1.ptr,
+                                  rstd: la.s1.ptr, n: BT, c: C)
         for i in 0..<(BT * C) { dinp[i] += dr1[i] }
         if drop { Self.dropoutRegenerate(dr1, maskOut: nil, BT * C, p: c.dropout, rng: la.rngAO) }
         let dctx = s.dC2.ptr
         dctx.update(repeating: 0, count: BT * C)
-        Kernels.linearBackward(dinp: dctx, dw: ptr(G, L.attentionOutput.weight), db: ptr(G, L.attentionOutput.bias),
-                               dout: dr1, inp: la.ctx.ptr, w: ptr(W, L.attentionOutput.weight), n: BT, i: C, o: C)
-        // attention core
+        mm.linearBackward(dinp: dctx, dw: ptr(G, L.attentionOutput.weight), db: ptr(G, L.attentionOutput.bias),
+                          dout: dr1, inp: mm.cached(la.ctx.ptr, la.ctxHalf), w: PL.attentionOutput.weight, n: BT,
+                          consumeDout: consume)
+        // attention core (q, k, v: three (B·T, C) blocks of the layer's buffer; training never stacks them)
         let dq = s.dQ.ptr, dk = s.dK.ptr, dv = s.dV.ptr
         dq.update(repeating: 0, count: BT * C); dk.update(repeating: 0, count: BT * C); dv.update(repeating: 0, count: BT * C)
         let attnDrop = acts.usedDropout && c.attentionDropout > 0
-        let scale = 1 / Float(HS).squareRoot()
-        let dPAll = s.dP.ptr, probsAll = la.probs.ptr, probsDrop = acts.probsDrop.ptr, probsMask = s.probsMask.ptr
+        let probsDrop = acts.probsDrop.ptr, probsMask = s.probsMask.ptr
         if attnDrop {
             // Regenerate this layer's mask and dropped probabilities (forward kept neither).
             Self.dropoutRegenerate(nil, maskOut: probsMask, B * NH * TT, p: c.attentionDropout, rng: la.rngProbs)
@@ -359,41 +346,16 @@ public final class TransformerNetModel: @unchecked Sendable {
                 for i in lo..<hi { probsDrop[i] = pr[i] * probsMask[i] }
             }
         }
-        let q = la.q.ptr, k = la.k.ptr, v = la.v.ptr, dctxP = CP(dctx)
-        parallelGEMMs(B * NH, maxWorkers: s.dP.count / TT, work: 4 * B * NH * T * T * HS) { w, lo, hi in
-            let dP = dPAll + w * TT  // per-worker scratch
-            for bh in lo..<hi {
-                let b = bh / NH, hd = bh % NH
-                let o = b * T * C + hd * HS
-                let probs = probsAll + bh * TT
-                let pUse = attnDrop ? probsDrop + bh * TT : probs
-                BLAS.gemm(transB: true, m: T, n: T, k: HS, a: dctxP + o, lda: C, b: v + o, ldb: C, c: dP, ldc: T)
-                BLAS.gemm(transA: true, m: T, n: HS, k: T, a: pUse, lda: T, b: dctxP + o, ldb: C, beta: 1, c: dv + o, ldc: C)
-                if attnDrop {
-                    let m = probsMask + bh * TT
-                    for i in 0..<TT { dP[i] *= m[i] }
-                }
-                for r in 0..<T {
-                    let pr = probs + r * T, dr = dP + r * T
-                    var dot: Float = 0
-                    for j in 0..<T { dot += pr[j] * dr[j] }
-                    for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
-                }
-                BLAS.gemm(m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: k + o, ldb: C, beta: 1, c: dq + o, ldc: C)
-                BLAS.gemm(transA: true, m: T, n: HS, k: T, alpha: scale, a: dP, lda: T, b: q + o, ldb: C, beta: 1, c: dk + o, ldc: C)
-            }
-        }
-        for (lin, d) in [(L.query, dq), (L.key, dk), (L.value, dv)] {
-            Kernels.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias),
-                                   dout: d, inp: input, w: ptr(W, lin.weight), n: BT, i: C, o: C)
+        let lay = W.qkvLayout(rows: BT)
+        Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dctx, probs: la.probs.ptr, q: la.qkv.ptr + lay.q,
+                           k: la.qkv.ptr + lay.k, v: la.qkv.ptr + lay.v,
+                           Attention.Shape(B: B, T: T, NH: NH, HS: HS, stride: lay.stride),
+                           dropout: attnDrop ? (CP(probsMask), CP(probsDrop)) : nil, dP: s.dP.ptr, workers: s.dP.count / TT)
+        // With bf16 caches the fp32 input of layers after the first is gone (its buffer is shared): its bf16 copy is not.
+        let x = mm.cached(input, la.inputHalf)
+        for (j, (lin, d)) in [(L.query, dq), (L.key, dk), (L.value, dv)].enumerated() {
+            mm.linearBackward(dinp: dinp, dw: ptr(G, lin.weight), db: ptr(G, lin.bias), dout: d, inp: x, w: PL.qkv[j].weight, n: BT,
+                              consumeDout: consume)
         }
     }
-}
-
-/// Stacked (3C, C) query/key/value weights and (3C) biases of every layer (`makeFusedQKV`).
-///
-/// Sendable (unchecked): filled once by `makeFusedQKV` and read-only afterwards.
-public final class FusedQKV: @unchecked Sendable {
-    let weight: FloatBuffer, bias: FloatBuffer
-    init(weight: FloatBuffer, bias: FloatBuffer) { self.weight = weight; self.bias = bias }
 }

@@ -47,3 +47,24 @@ public final class FloatBuffer: @unchecked Sendable {
         return c
     }
 }
+
+/// An owned, 64-byte-aligned buffer of bf16 values (the upper 16 bits of a float), for the bf16 copies of
+/// weights and of the activations a bf16 training step keeps for its backward pass.
+///
+/// Sendable (unchecked): like `FloatBuffer`, a fixed allocation whose contents the owner writes.
+final class HalfBuffer: @unchecked Sendable {
+    /// The storage (`count` values).
+    let ptr: UnsafeMutablePointer<UInt16>
+    /// Number of values.
+    let count: Int
+
+    /// Allocates `count` values (uninitialised contents are zero).
+    init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 2, alignment: 64)
+        ptr = raw.bindMemory(to: UInt16.self, capacity: max(1, count))
+        ptr.initialize(repeating: 0, count: max(1, count))
+    }
+
+    deinit { ptr.deallocate() }
+}

@@ -11,8 +11,22 @@ import Foundation
 /// bind it to the calling thread while they compute, so the kernels below them read it without any
 /// process-wide switch. Tests build their own contexts and never install one.
 public struct ComputeContext: Sendable, Equatable {
-    /// Arithmetic of the products (bf16 is issue 14; the backend protocol is ready for it).
-    public enum Precision: String, Sendable, CaseIterable { case fp32 }
+    /// Arithmetic of the network's matrix products (see `MatMul`).
+    public enum Precision: String, Sendable, CaseIterable {
+        /// fp32 products (OpenBLAS, or oneDNN with `library` .onednn).
+        case fp32
+        /// bf16 inputs, fp32 accumulation and output, on oneDNN (falls back to fp32 with a notice).
+        case bf16
+        /// bf16 for training and batch sampling where the CPU runs bf16 products faster than fp32
+        /// (`OneDNN.bf16SpeedRatio` ≥ `autoBF16Ratio`) and oneDNN loads; fp32 otherwise.
+        case auto
+    }
+
+    /// What a run computes, for `auto` (batch-1 runs use the packed fp32 engine, or OpenBLAS).
+    public enum Workload: String, Sendable { case training, batchSampling, interactive }
+
+    /// `auto` takes bf16 when bf16 dot products run at least this much faster than fp32 FMAs.
+    public static let autoBF16Ratio = 1.3
 
     /// What a run is tuned for. *Latency* (batch-1 steps on OpenBLAS: the explorer, `trace`): OpenBLAS's
     /// workers spin between products and every kernel of ours runs on the caller's thread. *Throughput*
@@ -21,8 +35,10 @@ public struct ComputeContext: Sendable, Equatable {
 
     /// Which code runs a sampler's products (`SamplingEngine`).
     public var engine: SamplingEngine
-    /// Arithmetic of the products.
+    /// Arithmetic of the network's products.
     public var precision: Precision
+    /// The library of fp32 products (`DIFFUSEQ_MATMUL`; bf16 always runs on oneDNN).
+    public var library: MatMulLibrary = .openblas
     /// Threads of our kernels and of the packed engine's pool (OpenBLAS's own count is set with the
     /// process context, `installForProcess`).
     public var threads: Int
@@ -66,7 +82,13 @@ public struct ComputeContext: Sendable, Equatable {
         if let v = env["DIFFUSEQ_BLAS_PROFILE"], !v.isEmpty {
             if let p = Profile(rawValue: v) { profile = p }
         }
-        return (ComputeContext(engine: engine, threads: threads, profile: profile), warnings)
+        var context = ComputeContext(engine: engine, threads: threads, profile: profile)
+        if let v = env["DIFFUSEQ_MATMUL"], !v.isEmpty {
+            if let l = MatMulLibrary(rawValue: v), l != .packed { context.library = l } else {
+                warnings.append("DIFFUSEQ_MATMUL=\(v) is not openblas or onednn; using openblas")
+            }
+        }
+        return (context, warnings)
     }
 
     // MARK: The process's context (installed once by the CLI)

@@ -1,3 +1,4 @@
+import CDNNL
 import CKernels
 import COpenBLAS
 import Foundation
@@ -15,6 +16,8 @@ public enum GEMMFloor {
         public var m: Int, n: Int, k: Int
         public var count: Int
         public var perCoreBatch: Bool
+        /// The loss head's logits and the rounding/read-out scans: fp32 whatever the precision.
+        public var fp32Only = false
         public var flops: Double { 2 * Double(m) * Double(n) * Double(k) * Double(count) }
     }
 
@@ -61,18 +64,21 @@ public enum GEMMFloor {
             linear("up/down projections (C×D)", C, D, 2)
         }
         if training {
-            p.append(Product(what: "decoder_nll logits", m: M, n: V, k: D, count: 1, perCoreBatch: false))
+            p.append(Product(what: "decoder_nll logits", m: M, n: V, k: D, count: 1, perCoreBatch: false, fp32Only: true))
         } else {
-            p.append(Product(what: "rounding", m: roundedRows ?? M, n: V, k: D, count: 1, perCoreBatch: false))
-            if readOut { p.append(Product(what: "lm_head read-out", m: M, n: V, k: D, count: 1, perCoreBatch: false)) }
+            p.append(Product(what: "rounding", m: roundedRows ?? M, n: V, k: D, count: 1, perCoreBatch: false, fp32Only: true))
+            if readOut { p.append(Product(what: "lm_head read-out", m: M, n: V, k: D, count: 1, perCoreBatch: false, fp32Only: true)) }
         }
         return p
     }
 
     /// Times every product (median of `repeats` calls after one warm-up) at the current thread count,
     /// with OpenBLAS, or with `packed` the packed engine's product (`dsq_linear_packed`, weights packed
-    /// beforehand as a sampler does) on its pool.
-    public static func measure(_ products: [Product], repeats: Int = 5, packed: Bool = false) throws -> [Timing] {
+    /// beforehand as a sampler does) on its pool, or with `matMul` that backend's Linear product (for bf16, the
+    /// B operand converted beforehand as the prepared weights are, the activation as it enters the product).
+    /// The attention heads' products run on OpenBLAS one per core whatever the backend, as in the engine.
+    public static func measure(_ products: [Product], repeats: Int = 5, packed: Bool = false,
+                               matMul: MatMulChoice? = nil) throws -> [Timing] {
         try BLAS.ensureLoaded()
         let cores = packed ? ComputeContext.bound.threads : max(1, Int(dsq_blas_get_threads()))
         var out: [Timing] = []
@@ -82,11 +88,18 @@ public enum GEMMFloor {
             rng.fillNormal(a.ptr, a.count); rng.fillNormal(b.ptr, b.count)
             let bp = FloatBuffer(count: packed ? dsq_packed_count(pr.n, pr.k) : 0)
             if packed { dsq_pack(bp.ptr, b.ptr, pr.k, pr.n, pr.k) }
+            let mm = matMul.map { pr.fp32Only ? $0.mm.fp32 : $0.mm }
+            let half = UnsafeMutablePointer<UInt16>.allocate(capacity: mm?.precision == .bf16 ? pr.n * pr.k : 1)
+            defer { half.deallocate() }
+            if mm?.precision == .bf16 { dsq_f32_to_bf16(half, b.ptr, pr.n * pr.k) }
+            let w = WeightRef(f32: b.ptr, bf16: mm?.precision == .bf16 ? UnsafePointer(half) : nil, outputs: pr.n, inputs: pr.k)
             func once() -> Double {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 if packed {
                     // Attention heads (perCoreBatch) are under the pool's threading threshold: one thread each.
                     dsq_linear_packed(c.ptr, pr.n, a.ptr, pr.k, pr.m, pr.k, bp.ptr, pr.n, nil, nil, 0, DSQ_ACT_NONE, Int32(cores), 0)
+                } else if let mm, !pr.perCoreBatch {
+                    mm.linear(c.ptr, a.ptr, w, nil, n: pr.m)
                 } else if pr.perCoreBatch {
                     // A core's share of the heads, single-threaded, as the engine runs them.
                     dsq_blas_enter_serial()

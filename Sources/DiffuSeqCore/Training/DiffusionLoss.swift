@@ -62,6 +62,11 @@ final class DiffusionLoss {
         since = now
     }
 
+    /// The weights the network's passes use (their backend runs every product); nil: OpenBLAS fp32 on the
+    /// parameters. The loss head's logits products run on the same library in fp32 (`MatMul.fp32`): the
+    /// cross-entropies are computed from them directly.
+    var prepared: PreparedWeights?
+
     init(model: TransformerNetModel, schedule: NoiseSchedule, variant: LossVariant = .official) {
         self.model = model; self.schedule = schedule; self.variant = variant
     }
@@ -110,7 +115,8 @@ final class DiffusionLoss {
         let tModel = t.map { c.rescaleTimesteps ? Float($0) * scaleT : Float($0) }
         acts.usedDropout = dropout != nil
         var clock = DispatchTime.now().uptimeNanoseconds
-        let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: dropout)
+        let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: dropout, weights: prepared)
+        let head = (prepared?.mm ?? OpenBLASMatMul.shared).fp32, table = WeightRef(f32: E, bf16: nil, outputs: V, inputs: D)
         lap("forward", &clock)
         var terms = LossTerms(mse: [], decoderNLL: [], tT: [], loss: [], nll: [])
         // mse (and its gradient wrt the output and the target)
@@ -180,7 +186,7 @@ final class DiffusionLoss {
         while start < rows {
             let nr = min(chunkRows, rows - start)
             // decoder_nll on x_start
-            Kernels.linear(logits.ptr, xStart.ptr + start * D, E, bias, n: nr, i: D, o: V)
+            head.linear(logits.ptr, xStart.ptr + start * D, table, bias, n: nr)
             var rowLoss = [Float](repeating: 0, count: nr)
             rowLoss.withUnsafeMutableBufferPointer { rl in
                 spCount.withUnsafeMutableBufferPointer { sc in
@@ -231,8 +237,10 @@ final class DiffusionLoss {
                             for q in 0..<counts[r] { row[Int(ri[q])] = rv[q] }
                         }
                     }
-                    BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dxStart.ptr + start * D, ldc: D)
-                    BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: xStart.ptr + start * D, ldb: D, beta: 1, c: dE, ldc: D)
+                    head.gemm(transA: false, transB: false, m: nr, n: D, k: V, alpha: 1, a: logits.ptr, lda: V, b: E, ldb: D,
+                              beta: 1, c: dxStart.ptr + start * D, ldc: D)
+                    head.gemm(transA: true, transB: false, m: V, n: D, k: nr, alpha: 1, a: logits.ptr, lda: V,
+                              b: xStart.ptr + start * D, ldb: D, beta: 1, c: dE, ldc: D)
                     parallelRows(V, minChunk: 2048) { lo, hi in
                         for r in 0..<nr { let row = logits.ptr + r * V; for k in lo..<hi { db[k] += row[k] } }
                     }
@@ -261,7 +269,7 @@ final class DiffusionLoss {
             if computeNLL || tokenWeight > 0 {
                 // lm_head(x̂₀): the logged nll over mask = 1, and the token loss with its gradient (in place of the
                 // logits: s·(softmax − (1 − ε)·onehot − ε/V), zero on rows outside the token loss).
-                Kernels.linear(logits.ptr, out + start * D, E, bias, n: nr, i: D, o: V)
+                head.linear(logits.ptr, out + start * D, table, bias, n: nr)
                 let tokenGrad = grads != nil && tokenWeight > 0 && objective.contains(.token)
                 let eps = labelSmoothing
                 var rowNLL = [Float](repeating: 0, count: nr), rowTok = [Float](repeating: 0, count: nr)
@@ -297,8 +305,10 @@ final class DiffusionLoss {
                 for r in 0..<nr { nll[(start + r) / T] += rowNLL[r]; tok[(start + r) / T] += rowTok[r] }
                 if tokenGrad, let g = grads {
                     let dE = model.ptr(g, \.wordEmbedding), db = model.ptr(g, \.lmHeadBias)
-                    BLAS.gemm(m: nr, n: D, k: V, a: logits.ptr, lda: V, b: E, ldb: D, beta: 1, c: dout.ptr + start * D, ldc: D)
-                    BLAS.gemm(transA: true, m: V, n: D, k: nr, a: logits.ptr, lda: V, b: out + start * D, ldb: D, beta: 1, c: dE, ldc: D)
+                    head.gemm(transA: false, transB: false, m: nr, n: D, k: V, alpha: 1, a: logits.ptr, lda: V, b: E, ldb: D,
+                              beta: 1, c: dout.ptr + start * D, ldc: D)
+                    head.gemm(transA: true, transB: false, m: V, n: D, k: nr, alpha: 1, a: logits.ptr, lda: V,
+                              b: out + start * D, ldb: D, beta: 1, c: dE, ldc: D)
                     parallelRows(V, minChunk: 2048) { lo, hi in
                         for r in 0..<nr { let row = logits.ptr + r * V; for k in lo..<hi { db[k] += row[k] } }
                     }
@@ -321,7 +331,7 @@ final class DiffusionLoss {
         // backward through the network: dx_t
         let dxt = FloatBuffer(count: n)
         if objective.contains(.mse) || (tokenWeight > 0 && objective.contains(.token)) {
-            model.backward(dout: dout.ptr, x: xt.ptr, acts: acts, grads: g, dx: dxt.ptr)
+            model.backward(dout: dout.ptr, x: xt.ptr, acts: acts, grads: g, dx: dxt.ptr, weights: prepared)
         }
         // x_t → x_start (q_sample and the source anchoring)
         for b in 0..<B {

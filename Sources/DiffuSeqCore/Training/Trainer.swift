@@ -140,6 +140,10 @@ public final class Trainer {
     private var acts: Activations?
     /// Threads and profile of the steps (bound to the training thread during a step).
     public let context: ComputeContext
+    /// The matrix-product backend of the steps (`context.precision` resolved on this machine).
+    public let matMul: MatMulChoice
+    /// The weights as that backend takes them (views: a bf16 backend converts each weight as it enters a product).
+    let prepared: PreparedWeights
     let examples: [Seq2SeqExample]
 
     /// A trainer over `examples` for `model` (already initialised or loaded).
@@ -157,6 +161,10 @@ public final class Trainer {
         self.examples = examples
         schedule = try NoiseSchedule(named: model.config.noiseSchedule, steps: model.config.diffusionSteps)
         loss = DiffusionLoss(model: model, schedule: schedule, variant: options.loss)
+        matMul = context.matMul(for: .training)
+        // No bf16 weight copies in training: memory (see PreparedWeights).
+        prepared = PreparedWeights(model: model, mm: matMul.mm, bf16Copies: false)
+        loss.prepared = prepared
         loss.tokenWeight = options.tokenLoss; loss.labelSmoothing = options.labelSmoothing; loss.padID = padID
         grads = FloatBuffer(count: model.layout.totalCount)
         adam = AdamW(count: model.layout.totalCount, weightDecay: options.weightDecay)
@@ -222,6 +230,7 @@ public final class Trainer {
         let binding = context.bindToThread()
         defer { ComputeContext.restoreBinding(binding) }
         let c = model.config, T = c.seqLen, D = c.hiddenDim
+        prepared.refresh()  // copies of the weights, if the preparation keeps any (the parameters change every step)
         grads.zero()
         var sums = (loss: 0.0, mse: 0.0, dn: 0.0, tT: 0.0, nll: 0.0, token: 0.0)
         if options.noiseFloor > 0 && (step % options.noiseFloorInterval == 0 || sampler.floor == nil) {
@@ -234,7 +243,8 @@ public final class Trainer {
             let chunk = Array(batch[start..<min(start + mb, batch.count)])
             let B = chunk.count
             if acts == nil || acts?.B != B {
-                acts = Activations(config: c, B: B, T: T, keepLayerCaches: true, dropout: c.dropout > 0 || c.attentionDropout > 0)
+                acts = Activations(config: c, B: B, T: T, keepLayerCaches: true, dropout: c.dropout > 0 || c.attentionDropout > 0,
+                                   bf16Caches: matMul.precision == .bf16)
             }
             let draw: MicrobatchDraw
             if let d = draws?[chunkIndex] { draw = d } else {
