@@ -41,10 +41,14 @@ mbrpart=$(sed -n '/MBR selection/,$p' <<< "$mbr")
 # shellcheck disable=SC2086
 verse=$("$B" sample --checkpoint "$ck" --text "And God said, Let there be light: and there was light." --sampler ddpm --steps 20 \
   --seed 101 $SAMPLE_FLAGS 2>/dev/null | sed -n 's/.*"recover": *"\([^"]*\)".*/\1/p' | head -1)
+# A short verse too: models sampled from the source prior without training on it collapsed short verses to PAD.
+# shellcheck disable=SC2086
+short=$("$B" sample --checkpoint "$ck" --text "Thou shalt not steal." --text "Jesus wept." --sampler ddpm --steps 20 \
+  --seed 101 $SAMPLE_FLAGS 2>/dev/null | sed -n 's/.*"recover": *"\([^"]*\)".*/\1/p' | paste -sd'/' -)
 [ -f "$OUT/table.md" ] || {
-  echo "| variant | train flags | steps | minutes (load) | BLEU 1 seed | ROUGE-L 1 seed | BLEU MBR-5 | ROUGE-L MBR-5 | archaic/100 (MBR) | default verse (seed 101) |" > "$OUT/table.md"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" >> "$OUT/table.md"
+  echo "| variant | train flags | steps | minutes (load) | BLEU 1 seed | ROUGE-L 1 seed | BLEU MBR-5 | ROUGE-L MBR-5 | archaic/100 (MBR) | default verse (seed 101) | short verses (seed 101) |" > "$OUT/table.md"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|" >> "$OUT/table.md"
 }
-row="| $name | \`$* $SAMPLE_FLAGS\` | $STEPS | $(( (t1 - t0) / 60 )) ($load0→$load1) | $(val "$single" BLEU) | $(val "$single" ROUGE-L) | $(val "$mbrpart" BLEU) | $(val "$mbrpart" ROUGE-L) | $(arch "$mbrpart") | $verse |"
+row="| $name | \`$* $SAMPLE_FLAGS\` | $STEPS | $(( (t1 - t0) / 60 )) ($load0→$load1) | $(val "$single" BLEU) | $(val "$single" ROUGE-L) | $(val "$mbrpart" BLEU) | $(val "$mbrpart" ROUGE-L) | $(arch "$mbrpart") | $verse | $short |"
 echo "$row" >> "$OUT/table.md"
 echo "$row"
