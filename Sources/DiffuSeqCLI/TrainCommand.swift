@@ -52,6 +52,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Steps between recomputations of the noise floor's t_min (default 200).", valueName: "N")) var noiseFloorInterval: Int?
     @Flag(name: .long, inversion: .prefixedNo, help: "Source prior: centre the target's diffusion on the source copy (x_T ≈ copy + noise) in training and sampling; recorded as source_prior in training_args.json and used by every sampler.") var sourcePrior: Bool?
     @Flag(name: .long, inversion: .prefixedNo, help: "Train on the official process but record source_prior: true (source_prior_training: false), so every sampler centres on the source copy (the zero-training variant; the kjv2modern preset's choice).") var sampleSourcePrior: Bool?
+    @Flag(name: .long, inversion: .prefixedNo, help: "Self-conditioning: the network also takes its previous estimate x̂₀ through a zero-initialised projection added to x_t (self_cond_proj); training feeds a no-gradient first pass's x̂₀ to a fraction of the examples, every sampler the previous step's. Recorded as self_condition in training_args.json.") var selfCondition: Bool?
+    @Option(name: .long, help: ArgumentHelp("Self-conditioning: probability that an example's graded pass takes the first pass's x̂₀ (default 0.5).", valueName: "P")) var selfConditionProb: Double?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
     @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
@@ -66,6 +68,7 @@ struct TrainCommand: ParsableCommand {
         var batchSize = 64, microbatch = 64, steps = 2000, saveInterval = 250, emaRate = "0.999", seed: UInt64 = 102
         var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
         var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false, sampleSourcePrior = false, noiseFloor = 0.0, noiseFloorInterval = 200
+        var selfCondition = false, selfConditionProb = 0.5
     }
 
     static func presetRecipe(_ name: String) throws -> Recipe {
@@ -106,7 +109,8 @@ struct TrainCommand: ParsableCommand {
                     ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil),
                     ("--loss-mask", lossMask != nil), ("--token-loss", tokenLoss != nil), ("--label-smoothing", labelSmoothing != nil),
                     ("--source-prior", sourcePrior != nil), ("--sample-source-prior", sampleSourcePrior != nil), ("--noise-floor", noiseFloor != nil),
-                    ("--noise-floor-interval", noiseFloorInterval != nil)]
+                    ("--noise-floor-interval", noiseFloorInterval != nil), ("--self-condition", selfCondition != nil),
+                    ("--self-condition-prob", selfConditionProb != nil)]
                 if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
@@ -142,6 +146,11 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("--source-prior already samples with the prior; --sample-source-prior is for training without it")
         }
         if let v = noiseFloor { r.noiseFloor = v }; if let v = noiseFloorInterval { r.noiseFloorInterval = v }
+        if let v = selfCondition { r.selfCondition = v }
+        if let v = selfConditionProb {
+            guard r.selfCondition else { throw CLIError("--self-condition-prob applies to self-conditioned runs: add --self-condition") }
+            r.selfConditionProb = v
+        }
         r.microbatch = min(r.microbatch, r.batchSize)
 
         guard let out = output else { throw CLIError("--output FOLDER is required (checkpoints and the log go there)") }
@@ -172,6 +181,7 @@ struct TrainCommand: ParsableCommand {
         opts.loss = lv
         opts.tokenLoss = r.tokenLoss; opts.labelSmoothing = r.labelSmoothing
         opts.noiseFloor = r.noiseFloor; opts.noiseFloorInterval = r.noiseFloorInterval
+        opts.selfConditionProb = r.selfConditionProb
         try opts.validate()
         var config = ModelConfig(vocabSize: tokenizer.vocabSize, hiddenDim: r.hiddenDim, hiddenTDim: r.hiddenTDim, width: r.width,
                                  layers: r.layers, heads: r.heads, ffn: r.ffn, maxPositions: max(512, r.seqLen), seqLen: r.seqLen,
@@ -179,6 +189,7 @@ struct TrainCommand: ParsableCommand {
                                  noiseSchedule: r.noiseSchedule)
         config.sourcePrior = r.sourcePrior || r.sampleSourcePrior
         config.sourcePriorTraining = r.sourcePrior
+        config.selfCondition = r.selfCondition
         try config.validate()
         let model = try TransformerNetModel(config: config)
         model.initialise(seed: r.seed)
@@ -192,7 +203,8 @@ struct TrainCommand: ParsableCommand {
                                    "token_loss": r.tokenLoss, "label_smoothing": r.labelSmoothing,
                                    "noise_floor": r.noiseFloor, "noise_floor_interval": r.noiseFloorInterval]
         try Self.makeOutputFolder(outURL)
-        eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
+        eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters"
+               + (config.selfCondition ? "; self-conditioned (first pass for \(Int((opts.selfConditionProb * 100).rounded())) % of the examples)" : ""))
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
         reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
@@ -216,8 +228,17 @@ struct TrainCommand: ParsableCommand {
         for id in 0..<b.vocabSize where src.tokenizer.token(for: id) != tokenizer.token(for: id) {
             throw CLIError("--init-from \(url.path): vocabulary differs at id \(id) (\"\(src.tokenizer.token(for: id))\" in the checkpoint, \"\(tokenizer.token(for: id))\" here); pass the checkpoint's vocabulary with --vocab")
         }
-        model.params.ptr.update(from: src.model.params.ptr, count: model.layout.totalCount)
-        eprint("init: weights from \(src.name)")
+        if a.selfCondition && !b.selfCondition {
+            throw CLIError("--init-from \(url.path): the checkpoint is self-conditioned (self_cond_proj); pass --self-condition to keep it")
+        }
+        // Tensor by tensor: a self-conditioned run from a checkpoint without self-conditioning keeps its zero
+        // self_cond_proj, so it starts exactly at the checkpoint's behaviour.
+        var added: [String] = []
+        for e in model.layout.entries {
+            guard let s = src.model.layout.entry(e.key), s.shape == e.shape else { added.append(e.key); continue }
+            (model.params.ptr + e.offset).update(from: src.model.params.ptr + s.offset, count: e.count)
+        }
+        eprint("init: weights from \(src.name)" + (added.isEmpty ? "" : "; \(added.joined(separator: ", ")) added, zero-initialised"))
     }
 
     func runResume(_ path: URL) throws {
@@ -260,7 +281,7 @@ struct TrainCommand: ParsableCommand {
         let elapsed = try trainer.restore(from: ckpt)
         for k in ["hidden_dim", "hidden_t_dim", "seq_len", "diffusion_steps", "noise_schedule", "dropout", "vocab_size",
                   "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
-                  "timestep_respacing", "use_plm_init", "source_prior"] { args.removeValue(forKey: k) }
+                  "timestep_respacing", "use_plm_init", "source_prior", "self_condition"] { args.removeValue(forKey: k) }
         eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
         reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed,

@@ -97,6 +97,30 @@ struct FiniteDifferenceTests {
         return true
     }
 
+    /// The network checks of `network` (also run with self-conditioning): `coordinates` single coordinates of each
+    /// tensor in `keys` and 4 of the input x against their analytic gradients `grads` and `dx`, then every tensor
+    /// along its gradient (all but 6 must be checkable).
+    static func checkNetwork(_ m: TransformerNetModel, keys: [String], coordinates count: Int, grads: FloatBuffer, x: FloatBuffer,
+                             dx: FloatBuffer, _ rng: inout SeededRandom, sourceLocation: SourceLocation = #_sourceLocation,
+                             _ f: () -> Double) throws {
+        for key in keys {
+            let e = try #require(m.layout.entry(key), "\(key)", sourceLocation: sourceLocation)
+            let g = grads.array(e.range)
+            check(key, analytic: g, x: m.params.ptr + e.offset, coords: coordinates(g, count: count, &rng),
+                  eps: 5e-3, rtol: 1e-2, atol: 2e-4, sourceLocation: sourceLocation, f)
+        }
+        check("dx", analytic: dx.array, x: x.ptr, coords: coordinates(dx.array, count: 4, &rng),
+              eps: 5e-3, rtol: 1e-2, atol: 2e-4, sourceLocation: sourceLocation, f)
+        // Every tensor as a whole, along its gradient.
+        var checked = 0
+        for e in m.layout.entries {
+            if directional(e.key, grad: grads.array(e.range), x: m.params.ptr + e.offset, targetChange: 1e-2,
+                           noise: 1e-6, sourceLocation: sourceLocation, f) { checked += 1 }
+        }
+        #expect(checked >= m.layout.entries.count - 6, "only \(checked) of \(m.layout.entries.count) tensors checkable",
+                sourceLocation: sourceLocation)
+    }
+
     // MARK: Kernels
 
     @Test("linear: d/dx, d/dW, d/db")
@@ -208,21 +232,7 @@ struct FiniteDifferenceTests {
         _ = f()
         let grads = FloatBuffer(count: m.layout.totalCount), dx = FloatBuffer(count: B * T * D)
         m.backward(dout: dout.ptr, x: x.ptr, acts: acts, grads: grads, dx: dx.ptr)
-        for key in Self.networkTensors {
-            let e = try #require(m.layout.entry(key), "\(key)")
-            let g = grads.array(e.range)
-            Self.check(key, analytic: g, x: m.params.ptr + e.offset, coords: Self.coordinates(g, count: 3, &rng),
-                       eps: 5e-3, rtol: 1e-2, atol: 2e-4, f)
-        }
-        Self.check("dx", analytic: dx.array, x: x.ptr, coords: Self.coordinates(dx.array, count: 4, &rng),
-                   eps: 5e-3, rtol: 1e-2, atol: 2e-4, f)
-        // Every tensor as a whole, along its gradient.
-        var checked = 0
-        for e in m.layout.entries {
-            if Self.directional(e.key, grad: grads.array(e.range), x: m.params.ptr + e.offset, targetChange: 1e-2,
-                                noise: 1e-6, f) { checked += 1 }
-        }
-        #expect(checked >= m.layout.entries.count - 6, "only \(checked) of \(m.layout.entries.count) tensors checkable")
+        try Self.checkNetwork(m, keys: Self.networkTensors, coordinates: 3, grads: grads, x: x, dx: dx, &rng, f)
         // Key biases cannot change the softmax (a per-row constant): their analytic gradient is ~0.
         let kb = grads.array(m.layout.entry("input_transformers.layer.0.attention.self.key.bias")!.range)
         #expect((kb.map { abs($0) }.max() ?? 1) < 1e-5)

@@ -139,6 +139,10 @@ public enum ModelCheckpoint {
             guard let b = v as? Bool else { throw CheckpointError(file: file, "source_prior_training must be true or false, not \(v)") }
             c.sourcePriorTraining = b
         }
+        if let v = args["self_condition"], !(v is NSNull) {
+            guard let b = v as? Bool else { throw CheckpointError(file: file, "self_condition must be true or false, not \(v)") }
+            c.selfCondition = b
+        }
         if let bad = ["learn_sigma", "use_kl", "sigma_small"].first(where: { (args[$0] as? Bool) == true }) {
             throw CheckpointError(file: file, "\(bad)=true is not supported (the official v1 code never uses it)")
         }
@@ -180,6 +184,10 @@ public enum ModelCheckpoint {
             var msg = "does not fit the configured model"
             if !wrong.isEmpty { msg += "\n  wrong shapes:\n    " + wrong.joined(separator: "\n    ") }
             if !missing.isEmpty { msg += "\n  missing keys:\n    " + missing.joined(separator: "\n    ") }
+            if model.config.selfCondition && missing.contains(where: { $0.hasPrefix("self_cond_proj.") }) {
+                msg += "\n  (training_args.json says self_condition: true, so the weights must hold self_cond_proj; a model trained "
+                    + "without self-conditioning has none: train --init-from it with --self-condition adds it, zero-initialised)"
+            }
             msg += "\n  (the configuration comes from training_args.json and config_name beside the checkpoint)"
             throw CheckpointError(file: file.path, msg)
         }
@@ -251,6 +259,7 @@ public enum ModelCheckpoint {
         ]
         if c.sourcePrior { a["source_prior"] = true }  // absent = the official process
         if c.sourcePrior != c.sourcePriorTraining { a["source_prior_training"] = c.sourcePriorTraining }
+        if c.selfCondition { a["self_condition"] = true }  // absent = not self-conditioned
         for (k, v) in extra { a[k] = v }
         return a
     }

@@ -33,6 +33,9 @@ final class ReverseRun {
     let acts: Activations
     var rounded: [Int32], margins: [Float]
     var dpmPrev: (x0: FloatBuffer, lambda: Double)?
+    /// (B, T, D) a self-conditioned model's previous estimate: the last step's raw x̂₀ (zeros before the first step,
+    /// or a fork's `SamplerStart.previous` x̂₀), which `predict` feeds and then replaces; nil for other models.
+    let previousX0: FloatBuffer?
     // The rounding of runs without frames works on the target rows only, gathered here.
     private let gathered: FloatBuffer
     private let gatheredIDs: UnsafeMutablePointer<Int32>, gatheredMargins: UnsafeMutablePointer<Float>
@@ -101,6 +104,7 @@ final class ReverseRun {
         let targetRows = (0..<(B * T)).filter { mask[$0] != 0 }
         self.targetRows = targetRows
         acts = Activations(config: c, B: B, T: T, keepLayerCaches: false, dropout: false)
+        previousX0 = Self.selfConditionStart(c, start: start, n: n)
         rounded = [Int32](repeating: 0, count: B * T); margins = [Float](repeating: 0, count: B * T)
         gathered = FloatBuffer(count: framed ? 0 : targetRows.count * D)
         gatheredIDs = .allocate(capacity: max(1, targetRows.count)); gatheredMargins = .allocate(capacity: max(1, targetRows.count))
@@ -159,8 +163,10 @@ final class ReverseRun {
         let tOrig = process.timestepMap[i]
         let tScale = Float(1000.0 / Double(process.originalSteps))
         let tModel = [Float](repeating: c.rescaleTimesteps ? Float(tOrig) * tScale : Float(tOrig), count: B)
-        return sampler.model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil,
-                                     weights: packed?.weights ?? sampler.prepared)
+        let out = sampler.model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: nil,
+                                        weights: packed?.weights ?? sampler.prepared, previousX0: previousX0.map { CP($0.ptr) })
+        previousX0?.ptr.update(from: out, count: n)  // the next step's x̂₀_prev (the forward has consumed this one)
+        return out
     }
 
     /// Rounds x̂₀ (`out`) to the nearest embeddings into `rounded`/`margins`. A frame waiting for its read-out of

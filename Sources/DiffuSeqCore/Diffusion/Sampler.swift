@@ -45,7 +45,8 @@ public struct SamplerOptions: Sendable, Equatable {
 /// Where a run resumes (a fork): at step `step` (an index into the run's steps, as `DiffusionFrame.index`) from
 /// `xt`, the (B, T, D) state that step takes as input (`DiffusionFrame.xt` of the frame with that index).
 /// DPM-Solver++(2M) is multistep: its fork also needs the previous step's frame (`previous`), whose x̂₀ the
-/// second-order update uses; without it the fork's first update is first order.
+/// second-order update uses; without it the fork's first update is first order. A self-conditioned model needs it
+/// with every sampler: that x̂₀ is the network's input at `step` (without it, zeros).
 public struct SamplerStart: Sendable {
     public var step: Int
     public var xt: [Float]

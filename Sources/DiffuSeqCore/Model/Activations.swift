@@ -63,7 +63,11 @@ final class BackwardScratch {
 /// With `keepLayerCaches` (training) each layer has its own caches for backward; without it
 /// (sampling) one set is reused by all layers, which keeps inference memory small.
 final class Activations {
-    let B: Int, T: Int
+    /// Batch rows of the passes (the allocated rows, `capacity`, except inside `withRows`), and positions.
+    private(set) var B: Int
+    let T: Int
+    /// Batch rows the buffers hold.
+    let capacity: Int
     let keepsLayerCaches: Bool
     /// Whether the last forward used dropout (set by the training step).
     var usedDropout = false
@@ -79,6 +83,10 @@ final class Activations {
     let ao, f2: FloatBuffer                // (B, T, C) dense outputs before the residual add (temporaries)
     let g: FloatBuffer                     // (B, T, F) GELU output (temporary; recomputed in backward)
     let probsDrop: FloatBuffer             // (B, NH, T, T) attention probabilities after dropout (temporary)
+    /// Self-conditioned models only (`ModelConfig.selfCondition`; empty otherwise), each (B, T, D): the network's
+    /// input x_in = x_t + x̂₀_prev·W_scᵀ + b_sc, the x̂₀_prev it was made from (backward's weight-gradient input),
+    /// and the gradient of x_in (backward scratch; training only).
+    let selfCondInput, selfCondPrevious, selfCondGrad: FloatBuffer
     let dropout: Bool
     private let layers: [LayerActivations]
     /// Input of the down-projection in the last forward (the encoder output).
@@ -96,7 +104,7 @@ final class Activations {
 
     /// `bf16Caches` (training with a bf16 backend): see `LayerActivations`.
     init(config c: ModelConfig, B: Int, T: Int, keepLayerCaches: Bool, dropout: Bool, bf16Caches: Bool = false) {
-        self.B = B; self.T = T; self.config = c
+        self.B = B; self.T = T; self.config = c; capacity = B
         keepsLayerCaches = keepLayerCaches
         let n = B * T * c.width
         te = FloatBuffer(count: B * c.hiddenTDim)
@@ -110,6 +118,9 @@ final class Activations {
         ao = FloatBuffer(count: n); f2 = FloatBuffer(count: n); g = FloatBuffer(count: B * T * c.ffn)
         probsDrop = FloatBuffer(count: dropout && c.attentionDropout > 0 ? B * c.heads * T * T : 0)
         self.dropout = dropout
+        let sc = c.selfCondition ? B * T * c.hiddenDim : 0
+        selfCondInput = FloatBuffer(count: sc); selfCondPrevious = FloatBuffer(count: sc)
+        selfCondGrad = FloatBuffer(count: keepLayerCaches ? sc : 0)
         let count = keepLayerCaches ? max(1, c.layers) : 1
         if bf16Caches && keepLayerCaches {
             let a = FloatBuffer(count: n), ctx = FloatBuffer(count: n), outs = [FloatBuffer(count: n), FloatBuffer(count: n)]
@@ -118,6 +129,17 @@ final class Activations {
             layers = (0..<count).map { _ in LayerActivations(B: B, T: T, c: c, dropout: dropout) }
         }
         lastInput = CP(h0.ptr)
+    }
+
+    /// Runs `body` with passes over the first `rows` batch rows only (1 ≤ rows ≤ `capacity`): every buffer is used
+    /// from its start. Self-conditioning's no-gradient estimate runs the selected examples this way, in the
+    /// training activations that the graded pass overwrites next (no second set of activations).
+    func withRows<R>(_ rows: Int, _ body: () throws -> R) rethrows -> R {
+        precondition(rows >= 1 && rows <= capacity, "rows \(rows) outside 1...\(capacity)")
+        let all = B
+        B = rows
+        defer { B = all }
+        return try body()
     }
 
     @inline(__always) func layer(_ l: Int) -> LayerActivations { keepsLayerCaches ? layers[l] : layers[0] }

@@ -42,6 +42,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// trained on the official process may still be *sampled* with the prior (`sourcePrior` true, this false):
     /// the zero-training variant, which the built-in model uses.
     public var sourcePriorTraining: Bool = false
+    /// Self-conditioning (ours; `self_condition` in training_args.json, absent = false = official): the network also
+    /// takes the previous estimate x̂₀ through a zero-initialised projection added to x_t before `input_up_proj`,
+    /// x_in = x_t + x̂₀_prev·W_scᵀ + b_sc (`self_cond_proj`, D × D). Samplers feed the previous step's x̂₀ (zeros at
+    /// the first step); training feeds a no-gradient estimate with probability `self_condition_prob`.
+    public var selfCondition: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenDim = "hidden_dim", hiddenTDim = "hidden_t_dim"
@@ -50,10 +55,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case dropout, attentionDropout = "attention_probs_dropout_prob", layerNormEps = "layer_norm_eps"
         case diffusionSteps = "diffusion_steps", noiseSchedule = "noise_schedule"
         case rescaleTimesteps = "rescale_timesteps", sourcePrior = "source_prior"
-        case sourcePriorTraining = "source_prior_training"
+        case sourcePriorTraining = "source_prior_training", selfCondition = "self_condition"
     }
 
-    /// Decodes a configuration; `source_prior` may be absent (configurations written before it existed).
+    /// Decodes a configuration; `source_prior` and `self_condition` may be absent (configurations written before it existed).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         vocabSize = try c.decode(Int.self, forKey: .vocabSize); hiddenDim = try c.decode(Int.self, forKey: .hiddenDim)
@@ -68,6 +73,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         rescaleTimesteps = try c.decode(Bool.self, forKey: .rescaleTimesteps)
         sourcePrior = try c.decodeIfPresent(Bool.self, forKey: .sourcePrior) ?? false
         sourcePriorTraining = try c.decodeIfPresent(Bool.self, forKey: .sourcePriorTraining) ?? sourcePrior
+        selfCondition = try c.decodeIfPresent(Bool.self, forKey: .selfCondition) ?? false
     }
 
     /// Creates a configuration; defaults are the official base model (BERT-base encoder).

@@ -80,6 +80,9 @@ public struct ModelParameters: Sendable {
     public let embeddingNorm: LayerNormParameters
     /// `output_down_proj` (nil without projections).
     public let outputDown: ProjectionParameters?
+    /// `self_cond_proj`: Linear(D → D), zero-initialised, applied to the previous x̂₀ and added to x_t
+    /// (nil unless the model is self-conditioned, `ModelConfig.selfCondition`).
+    public let selfCondition: LinearParameters?
 
     /// Every tensor, in `named_parameters()` order (the layout's `entries` order).
     public var all: [ParameterID] {
@@ -91,7 +94,7 @@ public struct ModelParameters: Sendable {
             ids += lin(l.query) + lin(l.key) + lin(l.value) + lin(l.attentionOutput) + norm(l.attentionNorm)
             ids += lin(l.intermediate) + lin(l.output) + norm(l.outputNorm)
         }
-        return ids + [positionEmbeddings] + norm(embeddingNorm) + proj(outputDown)
+        return ids + [positionEmbeddings] + norm(embeddingNorm) + proj(outputDown) + (selfCondition.map(lin) ?? [])
     }
 }
 
@@ -153,9 +156,16 @@ public struct ParameterLayout: Sendable {
         let positions = add("position_embeddings.weight", [c.maxPositions, C], .normal)
         let embeddingNorm = norm("LayerNorm", C)
         let outputDown = c.hasProjections ? projection("output_down_proj", C, C, D) : nil
+        // Self-conditioning's projection comes last, so every other tensor keeps its offset (a checkpoint without
+        // it is a prefix of this layout) and its zero initialisation draws nothing from the generator.
+        let selfCondition = c.selfCondition
+            ? LinearParameters(weight: add("self_cond_proj.weight", [D, D], .constant(0)),
+                               bias: add("self_cond_proj.bias", [D], .constant(0)), inputs: D, outputs: D)
+            : nil
         parameters = ModelParameters(wordEmbedding: wordEmbedding, lmHeadBias: lmHeadBias, timeEmbedIn: timeEmbedIn,
                                      timeEmbedOut: timeEmbedOut, inputUp: inputUp, layers: layers,
-                                     positionEmbeddings: positions, embeddingNorm: embeddingNorm, outputDown: outputDown)
+                                     positionEmbeddings: positions, embeddingNorm: embeddingNorm, outputDown: outputDown,
+                                     selfCondition: selfCondition)
         self.entries = entries
         self.totalCount = offset
         self.index = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.key, $0) })

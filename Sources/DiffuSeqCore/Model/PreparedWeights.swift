@@ -43,6 +43,8 @@ final class PreparedWeights: @unchecked Sendable {
     let inputUp: (first: Linear, second: Linear)?
     let layers: [Layer]
     let outputDown: (first: Linear, second: Linear)?
+    /// `self_cond_proj` (self-conditioned models only).
+    let selfCondition: Linear?
     /// Whether each layer's query/key/value weights are stacked into one product.
     let fusedQKV: Bool
 
@@ -73,6 +75,7 @@ final class PreparedWeights: @unchecked Sendable {
         if let up = M.inputUp { linears += [up.first, up.second] }
         for l in M.layers { linears += [l.query, l.key, l.value, l.attentionOutput, l.intermediate, l.output] }
         if let down = M.outputDown { linears += [down.first, down.second] }
+        if let sc = M.selfCondition { linears.append(sc) }
         var blocks: [(source: Int, offset: Int, count: Int)] = []
         var halfOffset: [ParameterID: Int] = [:]
         if mm.precision == .bf16 && bf16Copies {
@@ -111,6 +114,7 @@ final class PreparedWeights: @unchecked Sendable {
         timeEmbedOut = prep(M.timeEmbedOut)
         inputUp = M.inputUp.map { (prep($0.first), prep($0.second)) }
         outputDown = M.outputDown.map { (prep($0.first), prep($0.second)) }
+        selfCondition = M.selfCondition.map(prep)
         let (stackedWeight, stackedBias, qkvPanels) = (self.stackedWeight, self.stackedBias, self.qkvPanels)
         layers = M.layers.enumerated().map { l, layer in
             let qkv: [Linear]

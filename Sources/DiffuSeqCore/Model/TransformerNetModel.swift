@@ -74,12 +74,15 @@ public final class TransformerNetModel: @unchecked Sendable {
     ///   - dropout: a random source when training with dropout; nil in eval mode.
     ///   - weights: the weights as a backend prepared them (default: OpenBLAS fp32 on `params`); every
     ///     product goes through `weights.mm`.
+    ///   - previousX0: (B, T, D) the previous estimate x̂₀ of a self-conditioned model (nil: zeros; ignored by
+    ///     other models), see `selfConditionedInput`.
     /// - Returns: a pointer to `acts.out`, valid until the next call with `acts`.
     @discardableResult
     func forward(x: CP, tModel: [Float], acts: Activations, dropout: UnsafeMutablePointer<SeededRandom>?,
-                 weights: PreparedWeights? = nil) -> CP {
+                 weights: PreparedWeights? = nil, previousX0: CP? = nil) -> CP {
         let c = config, B = acts.B, T = acts.T, BT = B * T, C = c.width, D = c.hiddenDim, Dt = c.hiddenTDim
         let W = weights ?? referenceWeights, mm = W.mm
+        let x = selfConditionedInput(x, previousX0: previousX0, acts: acts, weights: W)
         precondition(!(acts.keepsLayerCaches && W.fusedQKV), "training runs three query/key/value products")
         // time_embed: Linear(Dt→4Dt) → SiLU → Linear(4Dt→C)
         Kernels.timestepEmbedding(acts.te.ptr, tModel, dim: Dt)
@@ -223,6 +226,12 @@ public final class TransformerNetModel: @unchecked Sendable {
         let W = weights ?? referenceWeights, mm = W.mm
         let G = grads, s = acts.scratch, M = self.weights
         precondition(acts.keepsLayerCaches, "backward needs the per-layer caches")
+        // A self-conditioned model's input is x_in (the forward made it from x): its gradient goes to scratch first,
+        // then into dx and the projection's gradients (`selfConditionBackward`).
+        let sc = W.selfCondition != nil
+        let x = sc ? CP(acts.selfCondInput.ptr) : x, dxIn = sc ? acts.selfCondGrad.ptr : dx
+        if sc { dxIn.update(repeating: 0, count: BT * c.hiddenDim) }
+        defer { if sc { selfConditionBackward(dx: dx, acts: acts, grads: G, weights: W) } }
         // output_down_proj
         let dh = s.dhA.ptr
         dh.update(repeating: 0, count: BT * C)
@@ -275,10 +284,10 @@ public final class TransformerNetModel: @unchecked Sendable {
             mm.linearBackward(dinp: du1, dw: ptr(G, up.second.weight), db: ptr(G, up.second.bias),
                               dout: dpre, inp: acts.u1t.ptr, w: pup.second.weight, n: BT)
             Kernels.tanhBackwardInPlace(du1, acts.u1t.ptr, BT * C)
-            mm.linearBackward(dinp: dx, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
+            mm.linearBackward(dinp: dxIn, dw: ptr(G, up.first.weight), db: ptr(G, up.first.bias),
                               dout: du1, inp: x, w: pup.first.weight, n: BT)
         } else {
-            for i in 0..<(BT * C) { dx[i] += dpre[i] }
+            for i in 0..<(BT * C) { dxIn[i] += dpre[i] }
         }
         // time_embed
         let ds1 = s.dT1.ptr

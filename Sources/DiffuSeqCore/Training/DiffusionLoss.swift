@@ -77,9 +77,13 @@ final class DiffusionLoss {
     /// - Parameters:
     ///   - ids, mask: (B, T).  - t: (B) timestep indices.  - noiseXStart, noiseQ: (B, T, D) the two
     ///     Gaussian draws (`_get_x_start` and `q_sample`).  - weights: (B) importance weights.
+    ///   - selfCondition: (B, or empty) the examples of a self-conditioned model whose graded pass takes a first,
+    ///     no-gradient pass's x̂₀ (`selfConditionEstimate`); the others take zeros.
+    ///   - previousX0: (B, T, D) a given x̂₀_prev instead (tests: a fixed estimate); overrides `selfCondition`.
     func compute(ids: [Int], mask: [Int], t: [Int], noiseXStart: CP, noiseQ: CP, weights: [Float],
                  acts: Activations, grads: FloatBuffer?, objective: LossObjective = .all,
-                 dropout: UnsafeMutablePointer<SeededRandom>?, computeNLL: Bool = true) -> LossTerms {
+                 dropout: UnsafeMutablePointer<SeededRandom>?, computeNLL: Bool = true,
+                 selfCondition: [Bool] = [], previousX0: CP? = nil) -> LossTerms {
         let c = model.config, B = acts.B, T = acts.T, D = c.hiddenDim, V = c.vocabSize
         let n = B * T * D, TD = Float(T * D)
         let E = model.ptr(model.params, \.wordEmbedding), bias = model.ptr(model.params, \.lmHeadBias)
@@ -115,7 +119,9 @@ final class DiffusionLoss {
         let tModel = t.map { c.rescaleTimesteps ? Float($0) * scaleT : Float($0) }
         acts.usedDropout = dropout != nil
         var clock = DispatchTime.now().uptimeNanoseconds
-        let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: dropout, weights: prepared)
+        let estimate = previousX0 == nil ? selfConditionEstimate(xt: xt.ptr, tModel: tModel, examples: selfCondition, acts: acts) : nil
+        let out = model.forward(x: xt.ptr, tModel: tModel, acts: acts, dropout: dropout, weights: prepared,
+                                previousX0: previousX0 ?? estimate.map { CP($0.ptr) })
         let head = (prepared?.mm ?? OpenBLASMatMul.shared).fp32, table = WeightRef(f32: E, bf16: nil, outputs: V, inputs: D)
         lap("forward", &clock)
         var terms = LossTerms(mse: [], decoderNLL: [], tT: [], loss: [], nll: [])

@@ -41,6 +41,9 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var noiseFloor: Double = 0
     /// Steps between two recomputations of the noise floor's t_min.
     public var noiseFloorInterval: Int = 200
+    /// Self-conditioning (models with `ModelConfig.selfCondition`): the probability that an example's graded pass
+    /// takes a first, no-gradient pass's x̂₀ as its previous estimate (zeros otherwise), drawn per example.
+    public var selfConditionProb: Double = 0.5
 
     /// Default options.
     public init() {}
@@ -48,6 +51,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case lr, batchSize, microbatch, steps, warmup, saveInterval, emaRates, seed, weightDecay, clip
         case scheduleSampler, loss, keepCheckpoints, nllEvery, tokenLoss, labelSmoothing, noiseFloor, noiseFloorInterval
+        case selfConditionProb
     }
 
     /// Decodes options, taking the default for any key an older checkpoint did not write.
@@ -72,6 +76,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         labelSmoothing = try c.decodeIfPresent(Float.self, forKey: .labelSmoothing) ?? labelSmoothing
         noiseFloor = try c.decodeIfPresent(Double.self, forKey: .noiseFloor) ?? noiseFloor
         noiseFloorInterval = try c.decodeIfPresent(Int.self, forKey: .noiseFloorInterval) ?? noiseFloorInterval
+        selfConditionProb = try c.decodeIfPresent(Double.self, forKey: .selfConditionProb) ?? selfConditionProb
     }
 
     /// Checks the values; throws naming the bad flag.
@@ -89,6 +94,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         try need(labelSmoothing >= 0 && labelSmoothing < 1, "--label-smoothing must be in [0, 1)")
         try need(noiseFloor >= 0 && noiseFloor.isFinite, "--noise-floor must be a factor ≥ 0 (0 = off)")
         try need(noiseFloorInterval >= 1, "--noise-floor-interval must be at least 1")
+        try need((0...1).contains(selfConditionProb), "--self-condition-prob must be a probability in [0, 1]")
     }
 
     /// lr at (0-based) step k: official linear decay, optionally with linear warm-up.
@@ -119,6 +125,8 @@ struct MicrobatchDraw {
     var weights: [Float]
     var noiseXStart: [Float]
     var noiseQ: [Float]
+    /// Self-conditioned models: which examples take a first pass's x̂₀ (empty: none).
+    var selfCondition: [Bool] = []
 }
 
 /// The official training loop (`train_util.py` `TrainLoop`): microbatches with summed gradients,
@@ -133,6 +141,9 @@ public final class Trainer {
     let ema: EMA
     var sampler: TimestepSampler
     var rng: SeededRandom
+    /// Self-conditioning's per-example coins: a stream of their own, so that they leave every other draw (data order,
+    /// timesteps, noise, dropout) as in a run without self-conditioning.
+    var selfConditionRNG: SeededRandom
     /// Completed steps.
     public internal(set) var step = 0
     var permutation: [Int] = []
@@ -171,6 +182,7 @@ public final class Trainer {
         ema = EMA(rates: options.emaRates, params: model.params)
         sampler = TimestepSampler(kind: options.scheduleSampler, steps: model.config.diffusionSteps)
         rng = SeededRandom(seed: options.seed &+ 1)
+        selfConditionRNG = SeededRandom(seed: options.seed &+ 0x5C)
     }
 
     /// The EMA weights for rate index `i`.
@@ -252,7 +264,8 @@ public final class Trainer {
                 var n1 = [Float](repeating: 0, count: B * T * D), n2 = n1
                 n1.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
                 n2.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
-                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2)
+                let sc = c.selfCondition ? (0..<B).map { _ in selfConditionRNG.uniformDouble() < options.selfConditionProb } : []
+                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2, selfCondition: sc)
             }
             let useDropout = dropout && (c.dropout > 0 || c.attentionDropout > 0)
             let terms: LossTerms = withUnsafeMutablePointer(to: &rng) { rp in
@@ -261,7 +274,8 @@ public final class Trainer {
                         loss.compute(ids: chunk.flatMap(\.ids), mask: chunk.flatMap(\.mask), t: draw.t,
                                      noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: draw.weights,
                                      acts: acts!, grads: grads, dropout: useDropout ? rp : nil,
-                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0 || options.tokenLoss > 0)
+                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0 || options.tokenLoss > 0,
+                                     selfCondition: draw.selfCondition)
                     }
                 }
             }

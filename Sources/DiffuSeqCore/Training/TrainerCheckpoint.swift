@@ -11,6 +11,8 @@ struct TrainerState: Codable {
     var options: TrainingOptions
     var config: ModelConfig
     var elapsedSeconds: Double
+    /// Self-conditioning's coin stream (absent in checkpoints of runs before it existed).
+    var selfConditionRNG: SeededRandom?
 }
 
 extension Trainer {
@@ -60,6 +62,7 @@ extension Trainer {
             args["microbatch"] = options.microbatch
             args["schedule_sampler"] = options.scheduleSampler.rawValue
             args["step"] = step
+            if c.selfCondition { args["self_condition_prob"] = options.selfConditionProb }
             try ModelCheckpoint.writeJSON(ModelCheckpoint.trainingArgs(c, extra: args), to: tmp.appendingPathComponent("training_args.json"))
             try ModelCheckpoint.writeJSON(ModelCheckpoint.bertConfig(c), to: tmp.appendingPathComponent("bert_config.json"))
             try AtomicFile.write((vocabLines.joined(separator: "\n") + "\n").data(using: .utf8) ?? Data(),
@@ -73,7 +76,8 @@ extension Trainer {
             try SafeTensors.write(try TensorArchive(tensors: tensors, metadata: ["what": "diffuseq-swift resumable training state"]),
                                   to: tmp.appendingPathComponent("state.safetensors"))
             let state = TrainerState(step: step, adamStep: adam.step, rng: rng, permutation: permutation, cursor: cursor,
-                                     sampler: sampler, options: options, config: c, elapsedSeconds: elapsedSeconds)
+                                     sampler: sampler, options: options, config: c, elapsedSeconds: elapsedSeconds,
+                                     selfConditionRNG: c.selfCondition ? selfConditionRNG : nil)
             try AtomicFile.write(try encoder.encode(state), to: tmp.appendingPathComponent("state.json"))
             if fm.fileExists(atPath: final.path) { try Self.removeCheckpointFolder(final) }
             try fm.moveItem(at: tmp, to: final)
@@ -137,6 +141,7 @@ extension Trainer {
         for (i, e) in ema.buffers.enumerated() { try load("ema.\(i)", into: e) }
         adam.step = state.adamStep
         rng = state.rng
+        if let r = state.selfConditionRNG { selfConditionRNG = r }
         permutation = state.permutation
         cursor = state.cursor
         sampler = state.sampler
