@@ -22,6 +22,8 @@ public enum ParameterInit: Sendable, Equatable {
     case uniform(fanIn: Int)
     /// N(0, 1): embeddings.
     case normal
+    /// N(0, std²): DiffuSeq-v2's `mean_embed` (std = D^−½, `nn.init.normal_`).
+    case scaledNormal(std: Float)
     /// LayerNorm weight (1) or bias (0).
     case constant(Float)
 }
@@ -80,6 +82,8 @@ public struct ModelParameters: Sendable {
     public let embeddingNorm: LayerNormParameters
     /// `output_down_proj` (nil without projections).
     public let outputDown: ProjectionParameters?
+    /// (D) `mean_embed`, the soft absorbing state m (DiffuSeq-v2; nil unless `ModelConfig.learnedMeanEmbed`).
+    public let meanEmbed: ParameterID?
 
     /// Every tensor, in `named_parameters()` order (the layout's `entries` order).
     public var all: [ParameterID] {
@@ -91,7 +95,7 @@ public struct ModelParameters: Sendable {
             ids += lin(l.query) + lin(l.key) + lin(l.value) + lin(l.attentionOutput) + norm(l.attentionNorm)
             ids += lin(l.intermediate) + lin(l.output) + norm(l.outputNorm)
         }
-        return ids + [positionEmbeddings] + norm(embeddingNorm) + proj(outputDown)
+        return ids + [positionEmbeddings] + norm(embeddingNorm) + proj(outputDown) + (meanEmbed.map { [$0] } ?? [])
     }
 }
 
@@ -153,9 +157,13 @@ public struct ParameterLayout: Sendable {
         let positions = add("position_embeddings.weight", [c.maxPositions, C], .normal)
         let embeddingNorm = norm("LayerNorm", C)
         let outputDown = c.hasProjections ? projection("output_down_proj", C, C, D) : nil
+        // v2 registers `mean_embed` last in `__init__` (after `output_down_proj`), so it is last here too: every other
+        // tensor keeps its offset, and a checkpoint without it fills the same prefix of the buffer.
+        let meanEmbed = c.learnedMeanEmbed ? add(SoftAbsorbing.key, [D], .scaledNormal(std: 1 / Float(D).squareRoot())) : nil
         parameters = ModelParameters(wordEmbedding: wordEmbedding, lmHeadBias: lmHeadBias, timeEmbedIn: timeEmbedIn,
                                      timeEmbedOut: timeEmbedOut, inputUp: inputUp, layers: layers,
-                                     positionEmbeddings: positions, embeddingNorm: embeddingNorm, outputDown: outputDown)
+                                     positionEmbeddings: positions, embeddingNorm: embeddingNorm, outputDown: outputDown,
+                                     meanEmbed: meanEmbed)
         self.entries = entries
         self.totalCount = offset
         self.index = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.key, $0) })

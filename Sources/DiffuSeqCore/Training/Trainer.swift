@@ -113,12 +113,14 @@ public struct StepReport: Sendable, Codable {
     public var tokens: Int
 }
 
-/// Injected randomness for one microbatch (tests): timesteps, weights and the two noises.
+/// Injected randomness for one microbatch (tests): timesteps, weights, the two noises and the soft absorbing
+/// state's (B, T) replacement uniforms (empty without its discrete noise).
 struct MicrobatchDraw {
     var t: [Int]
     var weights: [Float]
     var noiseXStart: [Float]
     var noiseQ: [Float]
+    var absorb: [Float] = []
 }
 
 /// The official training loop (`train_util.py` `TrainLoop`): microbatches with summed gradients,
@@ -252,7 +254,9 @@ public final class Trainer {
                 var n1 = [Float](repeating: 0, count: B * T * D), n2 = n1
                 n1.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
                 n2.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
-                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2)
+                // Drawn only when the model replaces tokens by m, so every other run's stream is unchanged.
+                let absorb = c.denoiseRate > 0 ? (0..<(B * T)).map { _ in rng.uniform() } : []
+                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2, absorb: absorb)
             }
             let useDropout = dropout && (c.dropout > 0 || c.attentionDropout > 0)
             let terms: LossTerms = withUnsafeMutablePointer(to: &rng) { rp in
@@ -261,7 +265,8 @@ public final class Trainer {
                         loss.compute(ids: chunk.flatMap(\.ids), mask: chunk.flatMap(\.mask), t: draw.t,
                                      noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: draw.weights,
                                      acts: acts!, grads: grads, dropout: useDropout ? rp : nil,
-                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0 || options.tokenLoss > 0)
+                                     computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0 || options.tokenLoss > 0,
+                                     absorbDraws: draw.absorb)
                     }
                 }
             }
