@@ -31,7 +31,8 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         generator.sampler.preparePackedEngine()
         let c = loaded.model.config
         let builtin = BuiltinModel.url.map { $0.standardizedFileURL.path == loaded.folder.standardizedFileURL.path } ?? false
-        modelName = name ?? "\(builtin ? "built-in " : "")\(loaded.folder.lastPathComponent) (\(c.layers)×\(c.width), V \(Fmt.grouped(c.vocabSize)), L \(c.seqLen))"
+        let absorbing = c.learnedMeanEmbed ? ", absorbing" : ""  // sampled centred on the learned absorbing state
+        modelName = name ?? "\(builtin ? "built-in " : "")\(loaded.folder.lastPathComponent) (\(c.layers)×\(c.width), V \(Fmt.grouped(c.vocabSize)), L \(c.seqLen)\(absorbing))"
         diffusionSteps = c.diffusionSteps
         seqLen = c.seqLen
         let tok = loaded.tokenizer

@@ -52,6 +52,9 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Steps between recomputations of the noise floor's t_min (default 200).", valueName: "N")) var noiseFloorInterval: Int?
     @Flag(name: .long, inversion: .prefixedNo, help: "Source prior: centre the target's diffusion on the source copy (x_T ≈ copy + noise) in training and sampling; recorded as source_prior in training_args.json and used by every sampler.") var sourcePrior: Bool?
     @Flag(name: .long, inversion: .prefixedNo, help: "Train on the official process but record source_prior: true (source_prior_training: false), so every sampler centres on the source copy (the zero-training variant; the kjv2modern preset's choice).") var sampleSourcePrior: Bool?
+    @Flag(name: .long, help: "DiffuSeq-v2's soft absorbing state: a learned vector m (mean_embed) the target region's diffusion is centred on, and target tokens of x_t replaced by m with probability γ·√(1−ᾱ_t) (v2's learned_mean_embed + denoise); every sampler then starts at m + noise and centres on m.") var softAbsorbing = false
+    @Option(name: [.customLong("denoise-rate"), .customLong("absorb-gamma")], help: ArgumentHelp("With --soft-absorbing: γ of the token replacement (v2's denoise_rate; default 0.5 as v2's train.sh; 0 = the learned m without replacement).", valueName: "γ")) var denoiseRate: Float?
+    @Option(name: .long, help: ArgumentHelp("With --soft-absorbing: weight of ‖m‖₂ in the loss (v2's reg_rate; default 0.01, the value v2's code uses).", valueName: "R")) var regRate: Float?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
     @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
@@ -66,6 +69,7 @@ struct TrainCommand: ParsableCommand {
         var batchSize = 64, microbatch = 64, steps = 2000, saveInterval = 250, emaRate = "0.999", seed: UInt64 = 102
         var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
         var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false, sampleSourcePrior = false, noiseFloor = 0.0, noiseFloorInterval = 200
+        var softAbsorbing = false, denoiseRate = SoftAbsorbing.defaultDenoiseRate, regRate = SoftAbsorbing.defaultRegRate
     }
 
     static func presetRecipe(_ name: String) throws -> Recipe {
@@ -106,7 +110,8 @@ struct TrainCommand: ParsableCommand {
                     ("--weight-decay", weightDecay != nil), ("--clip", clip != nil), ("--loss", loss != nil),
                     ("--loss-mask", lossMask != nil), ("--token-loss", tokenLoss != nil), ("--label-smoothing", labelSmoothing != nil),
                     ("--source-prior", sourcePrior != nil), ("--sample-source-prior", sampleSourcePrior != nil), ("--noise-floor", noiseFloor != nil),
-                    ("--noise-floor-interval", noiseFloorInterval != nil)]
+                    ("--noise-floor-interval", noiseFloorInterval != nil), ("--soft-absorbing", softAbsorbing),
+                    ("--denoise-rate", denoiseRate != nil), ("--reg-rate", regRate != nil)]
                 if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
@@ -142,6 +147,7 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("--source-prior already samples with the prior; --sample-source-prior is for training without it")
         }
         if let v = noiseFloor { r.noiseFloor = v }; if let v = noiseFloorInterval { r.noiseFloorInterval = v }
+        try applySoftAbsorbing(&r)
         r.microbatch = min(r.microbatch, r.batchSize)
 
         guard let out = output else { throw CLIError("--output FOLDER is required (checkpoints and the log go there)") }
@@ -179,6 +185,7 @@ struct TrainCommand: ParsableCommand {
                                  noiseSchedule: r.noiseSchedule)
         config.sourcePrior = r.sourcePrior || r.sampleSourcePrior
         config.sourcePriorTraining = r.sourcePrior
+        if r.softAbsorbing { config.learnedMeanEmbed = true; config.denoiseRate = r.denoiseRate; config.regRate = r.regRate }
         try config.validate()
         let model = try TransformerNetModel(config: config)
         model.initialise(seed: r.seed)
@@ -193,6 +200,9 @@ struct TrainCommand: ParsableCommand {
                                    "noise_floor": r.noiseFloor, "noise_floor_interval": r.noiseFloorInterval]
         try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters")
+        if r.softAbsorbing {
+            eprint("soft absorbing state: learned \(SoftAbsorbing.key) (\(config.hiddenDim) floats), token replacement γ = \(r.denoiseRate), reg_rate \(r.regRate)")
+        }
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
         reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
@@ -216,8 +226,16 @@ struct TrainCommand: ParsableCommand {
         for id in 0..<b.vocabSize where src.tokenizer.token(for: id) != tokenizer.token(for: id) {
             throw CLIError("--init-from \(url.path): vocabulary differs at id \(id) (\"\(src.tokenizer.token(for: id))\" in the checkpoint, \"\(tokenizer.token(for: id))\" here); pass the checkpoint's vocabulary with --vocab")
         }
-        model.params.ptr.update(from: src.model.params.ptr, count: model.layout.totalCount)
-        eprint("init: weights from \(src.name)")
+        // Tensor by tensor: a model with the soft absorbing state keeps its own (seeded) mean_embed when the checkpoint
+        // has none; a checkpoint's mean_embed is dropped by a run without the state.
+        var fresh: [String] = []
+        for e in model.layout.entries {
+            guard let from = src.model.layout.entry(e.key), from.shape == e.shape else { fresh.append(e.key); continue }
+            (model.params.ptr + e.offset).update(from: src.model.params.ptr + from.offset, count: e.count)
+        }
+        let dropped = src.model.layout.entries.map(\.key).filter { model.layout.entry($0) == nil }
+        eprint("init: weights from \(src.name)" + (fresh.isEmpty ? "" : "; initialised here: \(fresh.joined(separator: ", "))")
+               + (dropped.isEmpty ? "" : "; not used: \(dropped.joined(separator: ", "))"))
     }
 
     func runResume(_ path: URL) throws {
@@ -260,11 +278,33 @@ struct TrainCommand: ParsableCommand {
         let elapsed = try trainer.restore(from: ckpt)
         for k in ["hidden_dim", "hidden_t_dim", "seq_len", "diffusion_steps", "noise_schedule", "dropout", "vocab_size",
                   "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
-                  "timestep_respacing", "use_plm_init", "source_prior"] { args.removeValue(forKey: k) }
+                  "timestep_respacing", "use_plm_init", "source_prior", "source_prior_training", "learned_mean_embed", "denoise",
+                  "denoise_rate", "reg_rate"] { args.removeValue(forKey: k) }
         eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
         reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed,
                  previousLog: ckpt.deletingLastPathComponent().appendingPathComponent("train_log.jsonl"))
+    }
+
+    /// `--soft-absorbing` and its rates into the recipe. The state and the source prior both centre the target region,
+    /// so they do not combine: an explicit --source-prior/--sample-source-prior is refused, a preset's sampling prior
+    /// is dropped with a notice (the sampler centres on m instead).
+    func applySoftAbsorbing(_ r: inout Recipe) throws {
+        if let v = denoiseRate { r.denoiseRate = v }; if let v = regRate { r.regRate = v }
+        guard softAbsorbing else {
+            if denoiseRate != nil || regRate != nil { throw CLIError("--denoise-rate and --reg-rate belong to --soft-absorbing") }
+            return
+        }
+        guard (0...1).contains(r.denoiseRate) else { throw CLIError("--denoise-rate must be in [0, 1], not \(r.denoiseRate)") }
+        guard r.regRate >= 0 && r.regRate.isFinite else { throw CLIError("--reg-rate must be ≥ 0, not \(r.regRate)") }
+        if sourcePrior == true || sampleSourcePrior == true {
+            throw CLIError("--soft-absorbing centres the target region on the learned state m; it cannot be combined with --source-prior or --sample-source-prior (they centre it on the source copy)")
+        }
+        if r.sourcePrior || r.sampleSourcePrior {
+            eprint("note: --soft-absorbing replaces the preset's source prior (the samplers centre on the learned absorbing state)")
+            r.sourcePrior = false; r.sampleSourcePrior = false
+        }
+        r.softAbsorbing = true
     }
 
     func dataFolder() throws -> URL {
