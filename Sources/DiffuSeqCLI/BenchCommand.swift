@@ -401,6 +401,7 @@ struct BenchQuality: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "quality",
         abstract: "BLEU, ROUGE-L and wall time per sampler and step count, so you can choose.")
     @OptionGroup var model: ModelOptions
+    @OptionGroup var absorbingOption: AbsorbingOption
     @Option(name: .long, help: "Folder with the split's jsonl (default: the built-in kjv2modern data).") var dataDir: String?
     @Option(name: .long, help: "Split.") var split: String = "test"
     @Option(name: .long, help: "Examples (the first N of the split).") var limit: Int = 50
@@ -430,7 +431,9 @@ struct BenchQuality: ParsableCommand {
                 let rounding = parts.count == 2
                 let steps = min(n, loaded.model.config.diffusionSteps)
                 let t0 = Date()
-                let outs = try gen.generate(Array(inputs), seed: seed, batchSize: batchSize, options: SamplerOptions(kind: kind, steps: steps, rounding: rounding),
+                var options = SamplerOptions(kind: kind, steps: steps, rounding: rounding)
+                options.absorbing = try absorbingOption.mode()
+                let outs = try gen.generate(Array(inputs), seed: seed, batchSize: batchSize, options: options,
                                             isCancelled: { Interrupt.requested })
                 let secs = Date().timeIntervalSince(t0)
                 let samples = outs.map { EvaluationSample(recover: $0.recover, reference: $0.reference, source: $0.source) }

@@ -31,8 +31,9 @@ final class EngineBackend: ExplorerBackend, @unchecked Sendable {
         generator.sampler.preparePackedEngine()
         let c = loaded.model.config
         let builtin = BuiltinModel.url.map { $0.standardizedFileURL.path == loaded.folder.standardizedFileURL.path } ?? false
-        // A self-conditioned model says so in the title bar: each step's x̂₀ (the inspector's) is also the next step's input.
-        let traits = c.selfCondition ? ", self-conditioned" : ""
+        // A self-conditioned model says so in the title bar: each step's x̂₀ (the inspector's) is also the next step's input;
+        // an absorbing one is sampled centred on the learned absorbing state.
+        let traits = (c.selfCondition ? ", self-conditioned" : "") + (c.learnedMeanEmbed ? ", absorbing" : "")
         modelName = name ?? "\(builtin ? "built-in " : "")\(loaded.folder.lastPathComponent) (\(c.layers)×\(c.width), V \(Fmt.grouped(c.vocabSize)), L \(c.seqLen)\(traits))"
         diffusionSteps = c.diffusionSteps
         seqLen = c.seqLen

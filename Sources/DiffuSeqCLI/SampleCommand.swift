@@ -17,6 +17,7 @@ struct SampleCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var precision: PrecisionOption
+    @OptionGroup var absorbingOption: AbsorbingOption
 
     @Option(name: .long, help: "Folder with train/valid/test.jsonl.") var dataDir: String?
     @Option(name: .long, help: "Split to read from --data-dir.") var split: String = "test"
@@ -67,6 +68,7 @@ struct SampleCommand: ParsableCommand {
             var opts = SamplerOptions(kind: kind, steps: steps ?? T, clampStep: clampStep, topP: topP, rounding: !noRounding)
             opts.startFraction = startFromSource
             opts.sourcePrior = sourcePrior
+            opts.absorbing = try absorbingOption.mode()
             eprint("model: \(loaded.name) — \(inputs.count) examples, sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
             var all: [[GenerationOutput]] = []
             for s in seedList {

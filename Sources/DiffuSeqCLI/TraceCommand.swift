@@ -44,6 +44,7 @@ struct TraceCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var precision: PrecisionOption
+    @OptionGroup var absorbingOption: AbsorbingOption
 
     @Option(name: .long, help: "A source sentence (repeatable).") var text: [String] = []
     @Option(name: .long, help: "A jsonl file of {\"src\",\"trg\"} lines.") var input: String?
@@ -91,6 +92,7 @@ struct TraceCommand: ParsableCommand {
             guard startFromSource > 0 && startFromSource <= 1 else { throw CLIError("--start-from-source must be in (0, 1], not \(startFromSource)") }
             var opts = backend.options(sampler: kind, steps: steps ?? 200, startFraction: startFromSource)
             opts.sourcePrior = sourcePrior
+            opts.absorbing = try absorbingOption.mode()
             eprint("trace: \(backend.modelName) — \(inputs.count) example(s), sampler \(kind.rawValue), \(opts.steps) steps, seeds \(seedList.map(String.init).joined(separator: ","))")
 
             var lines = 0

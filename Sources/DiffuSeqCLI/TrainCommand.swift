@@ -54,6 +54,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Train on the official process but record source_prior: true (source_prior_training: false), so every sampler centres on the source copy (the zero-training variant; the kjv2modern preset's choice).") var sampleSourcePrior: Bool?
     @Flag(name: .long, inversion: .prefixedNo, help: "Self-conditioning: the network also takes its previous estimate x̂₀ through a zero-initialised projection added to x_t (self_cond_proj); training feeds a no-gradient first pass's x̂₀ to a fraction of the examples, every sampler the previous step's. Recorded as self_condition in training_args.json.") var selfCondition: Bool?
     @Option(name: .long, help: ArgumentHelp("Self-conditioning: probability that an example's graded pass takes the first pass's x̂₀ (default 0.5).", valueName: "P")) var selfConditionProb: Double?
+    @Flag(name: .long, help: "DiffuSeq-v2's soft absorbing state: a learned vector m (mean_embed) the target region's diffusion is centred on, and target tokens of x_t replaced by m with probability γ·√(1−ᾱ_t) (v2's learned_mean_embed + denoise); every sampler then starts at m + noise and centres on m.") var softAbsorbing = false
+    @Option(name: [.customLong("denoise-rate"), .customLong("absorb-gamma")], help: ArgumentHelp("With --soft-absorbing: γ of the token replacement (v2's denoise_rate; default 0.5 as v2's train.sh; 0 = the learned m without replacement).", valueName: "γ")) var denoiseRate: Float?
+    @Option(name: .long, help: ArgumentHelp("With --soft-absorbing: weight of ‖m‖₂ in the loss (v2's reg_rate; default 0.01, the value v2's code uses).", valueName: "R")) var regRate: Float?
     @Option(name: .long, help: "Output folder.") var output: String?
     @Option(name: .long, help: "Resume from an output folder (newest ckpt-*) or a ckpt folder.") var resume: String?
     @Option(name: .long, help: ArgumentHelp("Start from the weights of a model (our folder or model.safetensors, a training output, an official ema_*.pt) instead of a random initialisation: a new run (fresh optimiser, schedule and EMA) whose shape and vocabulary must equal the checkpoint's.", valueName: "checkpoint")) var initFrom: String?
@@ -69,6 +72,7 @@ struct TrainCommand: ParsableCommand {
         var dropout: Float = 0.1, attentionDropout: Float = 0.1, weightDecay: Float = 0, clip = -1.0, loss = "official"
         var tokenLoss: Float = 0, labelSmoothing: Float = 0, sourcePrior = false, sampleSourcePrior = false, noiseFloor = 0.0, noiseFloorInterval = 200
         var selfCondition = false, selfConditionProb = 0.5
+        var softAbsorbing = false, denoiseRate = SoftAbsorbing.defaultDenoiseRate, regRate = SoftAbsorbing.defaultRegRate
     }
 
     static func presetRecipe(_ name: String) throws -> Recipe {
@@ -110,7 +114,9 @@ struct TrainCommand: ParsableCommand {
                     ("--loss-mask", lossMask != nil), ("--token-loss", tokenLoss != nil), ("--label-smoothing", labelSmoothing != nil),
                     ("--source-prior", sourcePrior != nil), ("--sample-source-prior", sampleSourcePrior != nil), ("--noise-floor", noiseFloor != nil),
                     ("--noise-floor-interval", noiseFloorInterval != nil), ("--self-condition", selfCondition != nil),
-                    ("--self-condition-prob", selfConditionProb != nil)]
+                    ("--self-condition-prob", selfConditionProb != nil),
+                    ("--soft-absorbing", softAbsorbing),
+                    ("--denoise-rate", denoiseRate != nil), ("--reg-rate", regRate != nil)]
                 if initFrom != nil { throw CLIError("--init-from starts a new run; it cannot be combined with --resume") }
                 let given = fixed.filter { $0.1 }.map { $0.0 }
                 guard given.isEmpty else {
@@ -151,6 +157,7 @@ struct TrainCommand: ParsableCommand {
             guard r.selfCondition else { throw CLIError("--self-condition-prob applies to self-conditioned runs: add --self-condition") }
             r.selfConditionProb = v
         }
+        try applySoftAbsorbing(&r)
         r.microbatch = min(r.microbatch, r.batchSize)
 
         guard let out = output else { throw CLIError("--output FOLDER is required (checkpoints and the log go there)") }
@@ -190,6 +197,7 @@ struct TrainCommand: ParsableCommand {
         config.sourcePrior = r.sourcePrior || r.sampleSourcePrior
         config.sourcePriorTraining = r.sourcePrior
         config.selfCondition = r.selfCondition
+        if r.softAbsorbing { config.learnedMeanEmbed = true; config.denoiseRate = r.denoiseRate; config.regRate = r.regRate }
         try config.validate()
         let model = try TransformerNetModel(config: config)
         model.initialise(seed: r.seed)
@@ -205,6 +213,9 @@ struct TrainCommand: ParsableCommand {
         try Self.makeOutputFolder(outURL)
         eprint("model: \(config.layers)×\(config.width), \(config.heads) heads, FFN \(config.ffn), D \(config.hiddenDim), V \(config.vocabSize), T \(config.seqLen) — \(model.layout.parameterCount.formatted()) parameters"
                + (config.selfCondition ? "; self-conditioned (first pass for \(Int((opts.selfConditionProb * 100).rounded())) % of the examples)" : ""))
+        if r.softAbsorbing {
+            eprint("soft absorbing state: learned \(SoftAbsorbing.key) (\(config.hiddenDim) floats), token replacement γ = \(r.denoiseRate), reg_rate \(r.regRate)")
+        }
         eprint("data: \(examples.count) training pairs from \(trainFile.path); \(opts.steps) steps of \(opts.batchSize) (microbatch \(opts.microbatch)), lr \(opts.lr), \(ss.rawValue) timesteps")
         reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: 0)
@@ -232,13 +243,18 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("--init-from \(url.path): the checkpoint is self-conditioned (self_cond_proj); pass --self-condition to keep it")
         }
         // Tensor by tensor: a self-conditioned run from a checkpoint without self-conditioning keeps its zero
-        // self_cond_proj, so it starts exactly at the checkpoint's behaviour.
-        var added: [String] = []
+        // self_cond_proj, so it starts exactly at the checkpoint's behaviour; a model with the soft absorbing state keeps
+        // its own (seeded) mean_embed when the checkpoint has none; a checkpoint's mean_embed is dropped by a run without it.
+        var fresh: [String] = []
         for e in model.layout.entries {
-            guard let s = src.model.layout.entry(e.key), s.shape == e.shape else { added.append(e.key); continue }
-            (model.params.ptr + e.offset).update(from: src.model.params.ptr + s.offset, count: e.count)
+            guard let from = src.model.layout.entry(e.key), from.shape == e.shape else { fresh.append(e.key); continue }
+            (model.params.ptr + e.offset).update(from: src.model.params.ptr + from.offset, count: e.count)
         }
-        eprint("init: weights from \(src.name)" + (added.isEmpty ? "" : "; \(added.joined(separator: ", ")) added, zero-initialised"))
+        let dropped = src.model.layout.entries.map(\.key).filter { model.layout.entry($0) == nil }
+        let zero = fresh.filter { $0.hasPrefix("self_cond_proj.") }, seeded = fresh.filter { !$0.hasPrefix("self_cond_proj.") }
+        eprint("init: weights from \(src.name)" + (zero.isEmpty ? "" : "; \(zero.joined(separator: ", ")) added, zero-initialised")
+               + (seeded.isEmpty ? "" : "; initialised here: \(seeded.joined(separator: ", "))")
+               + (dropped.isEmpty ? "" : "; not used: \(dropped.joined(separator: ", "))"))
     }
 
     func runResume(_ path: URL) throws {
@@ -281,11 +297,33 @@ struct TrainCommand: ParsableCommand {
         let elapsed = try trainer.restore(from: ckpt)
         for k in ["hidden_dim", "hidden_t_dim", "seq_len", "diffusion_steps", "noise_schedule", "dropout", "vocab_size",
                   "config_name", "predict_xstart", "rescale_timesteps", "learn_sigma", "use_kl", "sigma_small",
-                  "timestep_respacing", "use_plm_init", "source_prior", "self_condition"] { args.removeValue(forKey: k) }
+                  "timestep_respacing", "use_plm_init", "source_prior", "source_prior_training", "learned_mean_embed", "denoise",
+                  "denoise_rate", "reg_rate", "self_condition"] { args.removeValue(forKey: k) }
         eprint("resuming \(ckpt.path) at step \(step) of \(opts.steps)")
         reportMatMul(trainer.matMul, "training")
         try loop(trainer, output: outURL, vocabLines: vocabLines, args: args, elapsed: elapsed,
                  previousLog: ckpt.deletingLastPathComponent().appendingPathComponent("train_log.jsonl"))
+    }
+
+    /// `--soft-absorbing` and its rates into the recipe. The state and the source prior both centre the target region,
+    /// so they do not combine: an explicit --source-prior/--sample-source-prior is refused, a preset's sampling prior
+    /// is dropped with a notice (the sampler centres on m instead).
+    func applySoftAbsorbing(_ r: inout Recipe) throws {
+        if let v = denoiseRate { r.denoiseRate = v }; if let v = regRate { r.regRate = v }
+        guard softAbsorbing else {
+            if denoiseRate != nil || regRate != nil { throw CLIError("--denoise-rate and --reg-rate belong to --soft-absorbing") }
+            return
+        }
+        guard (0...1).contains(r.denoiseRate) else { throw CLIError("--denoise-rate must be in [0, 1], not \(r.denoiseRate)") }
+        guard r.regRate >= 0 && r.regRate.isFinite else { throw CLIError("--reg-rate must be ≥ 0, not \(r.regRate)") }
+        if sourcePrior == true || sampleSourcePrior == true {
+            throw CLIError("--soft-absorbing centres the target region on the learned state m; it cannot be combined with --source-prior or --sample-source-prior (they centre it on the source copy)")
+        }
+        if r.sourcePrior || r.sampleSourcePrior {
+            eprint("note: --soft-absorbing replaces the preset's source prior (the samplers centre on the learned absorbing state)")
+            r.sourcePrior = false; r.sampleSourcePrior = false
+        }
+        r.softAbsorbing = true
     }
 
     func dataFolder() throws -> URL {

@@ -125,19 +125,7 @@ struct RecipeTests {
         let (s, ids, mask) = try sampler(prior: prior)
         var o = SamplerOptions(kind: kind, steps: 10, decodeEveryStep: true)
         o.topP = kind == .ddpm ? 1.5 : -1  // redraws must be replayed too
-        var frames: [DiffusionFrame] = []
-        let full = try s.run(ids: ids, mask: mask, batch: 2, seeds: [3, 4], options: o, onFrame: { frames.append($0) })
-        for k in [1, 4, 9] {
-            var forked: [DiffusionFrame] = []
-            let f = try s.run(ids: ids, mask: mask, batch: 2, seeds: [3, 4], options: o,
-                              start: SamplerStart(step: k, xt: frames[k].xt, previous: frames[k - 1]), onFrame: { forked.append($0) })
-            #expect(forked.map(\.index) == Array(k..<10))
-            #expect(f.sample == full.sample, "\(kind) fork at \(k): final x")
-            #expect(f.tokens == full.tokens)
-            for (a, b) in zip(forked, frames[k...]) {
-                #expect(a.xt == b.xt && a.x0 == b.x0 && a.rounded == b.rounded && a.decoded == b.decoded, "\(kind) fork at \(k) step \(a.index)")
-            }
-        }
+        try expectForksReproduce(s, ids: ids, mask: mask, options: o, "\(kind) prior \(prior)")
     }
 
     @Test("a fork of an SDEdit run (no pins) reproduces it bit for bit from its first step on, every sampler",

@@ -26,7 +26,7 @@ public struct LoadedModel: @unchecked Sendable {
     /// Short display name.
     public var name: String {
         let c = model.config
-        return "\(folder.lastPathComponent) (\(c.layers)×\(c.width), V \(c.vocabSize), T \(c.seqLen))"
+        return "\(folder.lastPathComponent) (\(c.layers)×\(c.width), V \(c.vocabSize), T \(c.seqLen)\(c.learnedMeanEmbed ? ", soft absorbing" : ""))"
     }
 }
 
@@ -143,6 +143,7 @@ public enum ModelCheckpoint {
             guard let b = v as? Bool else { throw CheckpointError(file: file, "self_condition must be true or false, not \(v)") }
             c.selfCondition = b
         }
+        try SoftAbsorbing.readArgs(args, into: &c, file: file)
         if let bad = ["learn_sigma", "use_kl", "sigma_small"].first(where: { (args[$0] as? Bool) == true }) {
             throw CheckpointError(file: file, "\(bad)=true is not supported (the official v1 code never uses it)")
         }
@@ -168,6 +169,7 @@ public enum ModelCheckpoint {
     @discardableResult
     public static func fill(_ model: TransformerNetModel, from archive: TensorArchive, file: URL,
                             tie: TiedEmbeddingSource = .lmHead) throws -> [String] {
+        try SoftAbsorbing.checkKey(in: archive, model: model, file: file)
         var missing: [String] = [], wrong: [String] = []
         for e in model.layout.entries {
             var key = e.key
@@ -260,6 +262,7 @@ public enum ModelCheckpoint {
         if c.sourcePrior { a["source_prior"] = true }  // absent = the official process
         if c.sourcePrior != c.sourcePriorTraining { a["source_prior_training"] = c.sourcePriorTraining }
         if c.selfCondition { a["self_condition"] = true }  // absent = not self-conditioned
+        SoftAbsorbing.writeArgs(c, into: &a)
         for (k, v) in extra { a[k] = v }
         return a
     }

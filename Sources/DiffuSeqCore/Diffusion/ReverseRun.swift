@@ -19,9 +19,11 @@ final class ReverseRun {
     let x0r: FloatBuffer
     /// (B, T, D) the clean source embeddings (anchor of the mask-0 rows).
     let xStart: FloatBuffer
-    /// (B, T, D) the prior mean m (`SamplerOptions.sourcePrior`, else `ModelConfig.sourcePrior`), nil for the
-    /// official process (m = 0).
+    /// (B, T, D) the prior mean m (`SamplerOptions.sourcePrior`, else `ModelConfig.sourcePrior`; or the soft absorbing
+    /// state on the target rows, `AbsorbingSampling.centred`), nil for the official process (m = 0).
     let prior: FloatBuffer?
+    /// The soft absorbing state as DiffuSeq-v2's code samples it (`AbsorbingSampling.v2`), else nil.
+    let absorbingV2: AbsorbingV2?
     /// Rows held at a token's embedding: the source rows and the pinned ones, with their anchor values.
     let anchors: [(row: Int, value: UnsafePointer<Float>)]
     let pinTable: FloatBuffer
@@ -94,7 +96,13 @@ final class ReverseRun {
         let needsCopy = usesPrior || (start == nil && firstStep > 0)
         let copy = needsCopy ? SourceCopy.embeddings(ids: ids, mask: mask, batch: B, table: s.index.table.ptr, dim: D,
                                                      padID: s.padID) : []
-        prior = usesPrior ? FloatBuffer(copy) : nil
+        let absorbing = try AbsorbingV2.mode(o, sampler: s, sourcePrior: usesPrior)
+        let absorbCentre = absorbing == .off ? nil : s.meanEmbed.map { m in
+            m.withUnsafeBufferPointer { SoftAbsorbing.centre(mask: mask, dim: D, m: $0.baseAddress!) }
+        }
+        prior = usesPrior ? FloatBuffer(copy) : absorbing == .centred ? absorbCentre.map(FloatBuffer.init) : nil
+        absorbingV2 = absorbing == .v2 ? try AbsorbingV2(o, sampler: s, centre: absorbCentre ?? [], rows: B * T,
+                                                          seeded: seeds.count == B) : nil
         let pinTable = FloatBuffer(s.embed(pins.sorted { $0.key < $1.key }.map(\.value)))
         self.pinTable = pinTable
         var a: [(row: Int, value: UnsafePointer<Float>)] = (0..<(B * T)).filter { mask[$0] == 0 && pins[$0] == nil }
@@ -128,7 +136,8 @@ final class ReverseRun {
                 dpmPrev = (x0r.copy(), Foundation.log(ab.squareRoot()) - Foundation.log((1 - ab).squareRoot()))
             }
         } else if firstStep == 0 {
-            for j in 0..<n { xt.ptr[j] = mask[j / D] == 0 ? xStart.ptr[j] : z.ptr[j] + (prior?.ptr[j] ?? 0) }
+            let centre = prior ?? absorbingV2?.start
+            for j in 0..<n { xt.ptr[j] = mask[j / D] == 0 ? xStart.ptr[j] : z.ptr[j] + (centre?.ptr[j] ?? 0) }
         } else {
             // q(x_t | x₀ = copy), centred on m: m + √ᾱ(copy − m) + √(1−ᾱ)·z.
             let ab = process.alphasCumprod[indices[firstStep]]
@@ -149,12 +158,15 @@ final class ReverseRun {
             let per = n / B
             for b in 0..<B { rngs[b].fillNormal(out + b * per, per) }
         }
-        guard k >= 0 && o.topP > 0 else { return }
-        let p = Float(o.topP)
-        for j in 0..<n where abs(out[j]) > p {
-            let b = j / (T * D)
-            repeat { out[j] = rngs.isEmpty ? 0 : rngs[b].normal() } while abs(out[j]) > p
+        guard k >= 0 else { return }
+        if o.topP > 0 {
+            let p = Float(o.topP)
+            for j in 0..<n where abs(out[j]) > p {
+                let b = j / (T * D)
+                repeat { out[j] = rngs.isEmpty ? 0 : rngs[b].normal() } while abs(out[j]) > p
+            }
         }
+        absorbingV2?.draw(&rngs, T: T)
     }
 
     /// The network's x̂₀ for x_t at respaced index i: (B, T, D), valid until the next call.
@@ -240,6 +252,7 @@ final class ReverseRun {
             let mean = c1 * x0r.ptr[j] + c2 * xt.ptr[j]
             xt.ptr[j] = i != 0 ? mean + sigma * z.ptr[j] : mean
         }
+        if i != 0 { absorbingV2?.replace(xt, rows: targetRows, sigma: sigma, dim: D) }
     }
 
     /// `ddim_sample` with η = 0: ε from x_t and x̂₀, then x_{prev} = √ᾱ_prev·x̂₀ + √(1−ᾱ_prev)·ε.

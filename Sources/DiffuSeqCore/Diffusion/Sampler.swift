@@ -25,6 +25,9 @@ public struct SamplerOptions: Sendable, Equatable {
     /// nil follows the model (`ModelConfig.sourcePrior`, from training_args.json); true/false overrides it,
     /// e.g. the zero-training variant on a model trained without it.
     public var sourcePrior: Bool? = nil
+    /// How the run uses the model's soft absorbing state (`mean_embed`, `SoftAbsorbing`): nil follows the model
+    /// (`.centred` when it has one, else `.off`); `.centred`/`.v2` on a model without one is an error.
+    public var absorbing: AbsorbingSampling? = nil
 
     /// Creates options; defaults are the official sampler at the model's full step count.
     public init(kind: SamplerKind = .ddpm, steps: Int, clampStep: Int = 0, topP: Double = -1,
@@ -107,6 +110,8 @@ public final class DiffusionSampler: @unchecked Sendable {
     private let packedLock = NSLock()
     /// PAD's id: the source copy (`SourceCopy`) continues with PAD after the source.
     public let padID: Int
+    /// (D) the model's soft absorbing state m (`mean_embed`), a snapshot like the rounding table; nil without one.
+    public let meanEmbed: [Float]?
     private var _packed: PackedModel?
 
     /// Wraps a model; the rounding table and the fused projections are a snapshot of its weights at this
@@ -124,6 +129,7 @@ public final class DiffusionSampler: @unchecked Sendable {
         index = EmbeddingIndex(table: model.ptr(model.params, \.wordEmbedding),
                                bias: model.ptr(model.params, \.lmHeadBias), V: c.vocabSize, D: c.hiddenDim)
         matMul = context.matMul(for: workload)
+        meanEmbed = model.weights.meanEmbed.map { Array(UnsafeBufferPointer(start: model.ptr(model.params, $0), count: $0.count)) }
         if matMul.precision != .bf16 { _prepared = makePrepared() }
     }
 

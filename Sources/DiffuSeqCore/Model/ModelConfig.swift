@@ -47,6 +47,15 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// x_in = x_t + x̂₀_prev·W_scᵀ + b_sc (`self_cond_proj`, D × D). Samplers feed the previous step's x̂₀ (zeros at
     /// the first step); training feeds a no-gradient estimate with probability `self_condition_prob`.
     public var selfCondition: Bool = false
+    /// Soft absorbing state (DiffuSeq-v2's `learned_mean_embed`; absent = false = official): a learned vector m
+    /// (`mean_embed`, D floats, the last parameter) on which the target region's diffusion is centred,
+    /// q(x_t | x₀) = N(m + √ᾱ(x₀ − m), (1 − ᾱ)I), so x_T ≈ m + ε. See `SoftAbsorbing`.
+    public var learnedMeanEmbed: Bool = false
+    /// γ of the discrete noise (DiffuSeq-v2's `denoise_rate` when its `denoise` is true, else 0): in training each
+    /// target token of x_t is replaced by m with probability γ·√(1 − ᾱ_t). Needs `learnedMeanEmbed`.
+    public var denoiseRate: Float = 0
+    /// Weight of ‖m‖₂ in the training loss (v2's `reg_rate`; its code always uses 0.01). Needs `learnedMeanEmbed`.
+    public var regRate: Float = 0
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenDim = "hidden_dim", hiddenTDim = "hidden_t_dim"
@@ -56,6 +65,26 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case diffusionSteps = "diffusion_steps", noiseSchedule = "noise_schedule"
         case rescaleTimesteps = "rescale_timesteps", sourcePrior = "source_prior"
         case sourcePriorTraining = "source_prior_training", selfCondition = "self_condition"
+        case learnedMeanEmbed = "learned_mean_embed", denoiseRate = "denoise_rate", regRate = "reg_rate"
+    }
+
+    /// Encodes every key; self-conditioning's and the soft absorbing state's only when they are on (so the configuration JSON of every
+    /// other model, e.g. in a checkpoint's metadata, is byte for byte what it was before the option existed).
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(vocabSize, forKey: .vocabSize); try c.encode(hiddenDim, forKey: .hiddenDim)
+        try c.encode(hiddenTDim, forKey: .hiddenTDim); try c.encode(width, forKey: .width)
+        try c.encode(layers, forKey: .layers); try c.encode(heads, forKey: .heads); try c.encode(ffn, forKey: .ffn)
+        try c.encode(maxPositions, forKey: .maxPositions); try c.encode(seqLen, forKey: .seqLen)
+        try c.encode(dropout, forKey: .dropout); try c.encode(attentionDropout, forKey: .attentionDropout)
+        try c.encode(layerNormEps, forKey: .layerNormEps); try c.encode(diffusionSteps, forKey: .diffusionSteps)
+        try c.encode(noiseSchedule, forKey: .noiseSchedule); try c.encode(rescaleTimesteps, forKey: .rescaleTimesteps)
+        try c.encode(sourcePrior, forKey: .sourcePrior); try c.encode(sourcePriorTraining, forKey: .sourcePriorTraining)
+        if selfCondition { try c.encode(selfCondition, forKey: .selfCondition) }
+        if learnedMeanEmbed {
+            try c.encode(learnedMeanEmbed, forKey: .learnedMeanEmbed); try c.encode(denoiseRate, forKey: .denoiseRate)
+            try c.encode(regRate, forKey: .regRate)
+        }
     }
 
     /// Decodes a configuration; `source_prior` and `self_condition` may be absent (configurations written before it existed).
@@ -74,6 +103,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         sourcePrior = try c.decodeIfPresent(Bool.self, forKey: .sourcePrior) ?? false
         sourcePriorTraining = try c.decodeIfPresent(Bool.self, forKey: .sourcePriorTraining) ?? sourcePrior
         selfCondition = try c.decodeIfPresent(Bool.self, forKey: .selfCondition) ?? false
+        learnedMeanEmbed = try c.decodeIfPresent(Bool.self, forKey: .learnedMeanEmbed) ?? false
+        denoiseRate = try c.decodeIfPresent(Float.self, forKey: .denoiseRate) ?? 0
+        regRate = try c.decodeIfPresent(Float.self, forKey: .regRate) ?? 0
     }
 
     /// Creates a configuration; defaults are the official base model (BERT-base encoder).
@@ -113,5 +145,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try need((0..<1).contains(dropout) && (0..<1).contains(attentionDropout), "dropout must be in [0, 1)")
         try need(NoiseSchedule.names.contains(noiseSchedule),
                  "unknown noise_schedule \"\(noiseSchedule)\" (expected one of \(NoiseSchedule.names.joined(separator: ", ")))")
+        try need(learnedMeanEmbed || denoiseRate == 0, "denoise_rate \(denoiseRate) needs learned_mean_embed (the absorbing state m)")
+        try need((0...1).contains(denoiseRate), "denoise_rate \(denoiseRate) must be in [0, 1]")
+        try need(learnedMeanEmbed || regRate == 0, "reg_rate \(regRate) needs learned_mean_embed (the absorbing state m)")
+        try need(regRate >= 0 && regRate.isFinite, "reg_rate \(regRate) must be ≥ 0")
+        try need(!(learnedMeanEmbed && sourcePrior),
+                 "the soft absorbing state (learned_mean_embed) and the source prior (source_prior) both centre the target region: use one")
     }
 }

@@ -22,6 +22,8 @@ public enum ParameterInit: Sendable, Equatable {
     case uniform(fanIn: Int)
     /// N(0, 1): embeddings.
     case normal
+    /// N(0, std²): DiffuSeq-v2's `mean_embed` (std = D^−½, `nn.init.normal_`).
+    case scaledNormal(std: Float)
     /// LayerNorm weight (1) or bias (0).
     case constant(Float)
 }
@@ -80,6 +82,8 @@ public struct ModelParameters: Sendable {
     public let embeddingNorm: LayerNormParameters
     /// `output_down_proj` (nil without projections).
     public let outputDown: ProjectionParameters?
+    /// (D) `mean_embed`, the soft absorbing state m (DiffuSeq-v2; nil unless `ModelConfig.learnedMeanEmbed`).
+    public let meanEmbed: ParameterID?
     /// `self_cond_proj`: Linear(D → D), zero-initialised, applied to the previous x̂₀ and added to x_t
     /// (nil unless the model is self-conditioned, `ModelConfig.selfCondition`).
     public let selfCondition: LinearParameters?
@@ -94,7 +98,8 @@ public struct ModelParameters: Sendable {
             ids += lin(l.query) + lin(l.key) + lin(l.value) + lin(l.attentionOutput) + norm(l.attentionNorm)
             ids += lin(l.intermediate) + lin(l.output) + norm(l.outputNorm)
         }
-        return ids + [positionEmbeddings] + norm(embeddingNorm) + proj(outputDown) + (selfCondition.map(lin) ?? [])
+        return ids + [positionEmbeddings] + norm(embeddingNorm) + proj(outputDown) + (meanEmbed.map { [$0] } ?? [])
+            + (selfCondition.map(lin) ?? [])
     }
 }
 
@@ -156,8 +161,11 @@ public struct ParameterLayout: Sendable {
         let positions = add("position_embeddings.weight", [c.maxPositions, C], .normal)
         let embeddingNorm = norm("LayerNorm", C)
         let outputDown = c.hasProjections ? projection("output_down_proj", C, C, D) : nil
-        // Self-conditioning's projection comes last, so every other tensor keeps its offset (a checkpoint without
-        // it is a prefix of this layout) and its zero initialisation draws nothing from the generator.
+        // v2 registers `mean_embed` last in `__init__` (after `output_down_proj`), so it follows it here too (only our
+        // self-conditioning comes after it): every other tensor keeps its offset and initial values.
+        let meanEmbed = c.learnedMeanEmbed ? add(SoftAbsorbing.key, [D], .scaledNormal(std: 1 / Float(D).squareRoot())) : nil
+        // Self-conditioning's projection comes last (after v2's mean_embed), so every other tensor keeps its offset (a
+        // checkpoint without it is a prefix of this layout) and its zero initialisation draws nothing from the generator.
         let selfCondition = c.selfCondition
             ? LinearParameters(weight: add("self_cond_proj.weight", [D, D], .constant(0)),
                                bias: add("self_cond_proj.bias", [D], .constant(0)), inputs: D, outputs: D)
@@ -165,7 +173,7 @@ public struct ParameterLayout: Sendable {
         parameters = ModelParameters(wordEmbedding: wordEmbedding, lmHeadBias: lmHeadBias, timeEmbedIn: timeEmbedIn,
                                      timeEmbedOut: timeEmbedOut, inputUp: inputUp, layers: layers,
                                      positionEmbeddings: positions, embeddingNorm: embeddingNorm, outputDown: outputDown,
-                                     selfCondition: selfCondition)
+                                     meanEmbed: meanEmbed, selfCondition: selfCondition)
         self.entries = entries
         self.totalCount = offset
         self.index = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.key, $0) })

@@ -45,7 +45,8 @@ public final class TransformerNetModel: @unchecked Sendable {
     // MARK: Initialisation (PyTorch defaults, spec §1.8)
 
     /// PyTorch default initialisation: Linear U(±1/√fan_in) for weights and biases, embeddings
-    /// N(0,1), LayerNorm (1, 0), `lm_head.bias` U(±1/√D).
+    /// N(0,1), LayerNorm (1, 0), `lm_head.bias` U(±1/√D); v2's `mean_embed` N(0, 1/D) (drawn last, so the other
+    /// tensors get the same values with or without it).
     public func initialise(seed: UInt64) {
         var rng = SeededRandom(seed: seed)
         for e in layout.entries {
@@ -55,6 +56,9 @@ public final class TransformerNetModel: @unchecked Sendable {
                 p.update(repeating: v, count: e.count)
             case .normal:
                 rng.fillNormal(p, e.count)
+            case .scaledNormal(let std):
+                rng.fillNormal(p, e.count)
+                for i in 0..<e.count { p[i] *= std }
             case .uniform(let fanIn):
                 let bound = 1 / Float(fanIn).squareRoot()
                 for i in 0..<e.count { p[i] = (rng.uniform() * 2 - 1) * bound }

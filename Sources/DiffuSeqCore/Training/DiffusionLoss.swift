@@ -32,7 +32,9 @@ struct LossObjective: OptionSet {
     let rawValue: Int
     static let mse = LossObjective(rawValue: 1), decoderNLL = LossObjective(rawValue: 2), tT = LossObjective(rawValue: 4)
     static let token = LossObjective(rawValue: 8)
-    static let all: LossObjective = [.mse, .decoderNLL, .tT, .token]
+    /// The soft absorbing state's `reg_rate`·‖m‖₂.
+    static let absorbingReg = LossObjective(rawValue: 16)
+    static let all: LossObjective = [.mse, .decoderNLL, .tT, .token, .absorbingReg]
 }
 
 /// The official seq2seq training loss and its exact gradient.
@@ -80,10 +82,11 @@ final class DiffusionLoss {
     ///   - selfCondition: (B, or empty) the examples of a self-conditioned model whose graded pass takes a first,
     ///     no-gradient pass's x̂₀ (`selfConditionEstimate`); the others take zeros.
     ///   - previousX0: (B, T, D) a given x̂₀_prev instead (tests: a fixed estimate); overrides `selfCondition`.
+    ///   - absorbDraws: (B, T) uniforms of the soft absorbing state's token replacement (empty: none replaced).
     func compute(ids: [Int], mask: [Int], t: [Int], noiseXStart: CP, noiseQ: CP, weights: [Float],
                  acts: Activations, grads: FloatBuffer?, objective: LossObjective = .all,
                  dropout: UnsafeMutablePointer<SeededRandom>?, computeNLL: Bool = true,
-                 selfCondition: [Bool] = [], previousX0: CP? = nil) -> LossTerms {
+                 selfCondition: [Bool] = [], previousX0: CP? = nil, absorbDraws: [Float] = []) -> LossTerms {
         let c = model.config, B = acts.B, T = acts.T, D = c.hiddenDim, V = c.vocabSize
         let n = B * T * D, TD = Float(T * D)
         let E = model.ptr(model.params, \.wordEmbedding), bias = model.ptr(model.params, \.lmHeadBias)
@@ -92,17 +95,22 @@ final class DiffusionLoss {
         let std0 = Float(schedule.sqrtOneMinusAlphasCumprod[0])
         for i in 0..<n { xStart.ptr[i] = xMean.ptr[i] + std0 * noiseXStart[i] }
         // The source prior centres the target's diffusion on the source copy m (a constant: no gradient flows into
-        // it): x_t = m + √ᾱ(x_start − m) + √(1−ᾱ)ε. m = 0 on source rows and without the prior.
+        // it): x_t = m + √ᾱ(x_start − m) + √(1−ᾱ)ε. m = 0 on source rows and without the prior. The soft absorbing
+        // state centres it on the learned m (`SoftAbsorbing`: gradients flow into m) and replaces rows by m.
+        let meanEmbed = model.weights.meanEmbed
         let prior = c.sourcePriorTraining
             ? SourceCopy.embeddings(ids: ids, mask: mask, batch: B, table: E, dim: D, padID: padID)
-            : [Float](repeating: 0, count: n)
+            : meanEmbed.map { SoftAbsorbing.centre(mask: mask, dim: D, m: model.ptr(model.params, $0)) }
+            ?? [Float](repeating: 0, count: n)
+        let absorbed = SoftAbsorbing.replaced(mask: mask, t: t, uniforms: absorbDraws, rate: c.denoiseRate, schedule: schedule)
         for b in 0..<B {
             let sa = Float(schedule.sqrtAlphasCumprod[t[b]]), so = Float(schedule.sqrtOneMinusAlphasCumprod[t[b]])
             for s in 0..<T {
                 let r = b * T + s
                 for j in 0..<D {
                     let i = r * D + j
-                    xt.ptr[i] = mask[r] == 0 ? xStart.ptr[i] : sa * (xStart.ptr[i] - prior[i]) + so * noiseQ[i] + prior[i]
+                    xt.ptr[i] = mask[r] == 0 ? xStart.ptr[i]
+                        : absorbed[r] ? prior[i] : sa * (xStart.ptr[i] - prior[i]) + so * noiseQ[i] + prior[i]
                 }
             }
         }
@@ -157,10 +165,10 @@ final class DiffusionLoss {
                 }
             }
             terms.mse.append(sum / denom)
-            // tT (of x_start − m: the prior's x_T is centred on m)
+            // tT (of x_start − m: the prior's x_T is centred on m; uncentred with the absorbing state, as v2)
             var tt: Float = 0
             for i in (b * T * D)..<((b + 1) * T * D) {
-                let m = cT * (xStart.ptr[i] - prior[i])
+                let m = cT * (xStart.ptr[i] - (c.sourcePriorTraining ? prior[i] : 0))
                 tt += m * m
                 if grads != nil && objective.contains(.tT) { dxStart.ptr[i] += s * 2 * cT * m / TD }
             }
@@ -322,12 +330,14 @@ final class DiffusionLoss {
             }
             start += nr
         }
+        // v2 adds reg_rate·‖m‖₂ to every example's loss.
+        let reg = meanEmbed.map { c.regRate * SoftAbsorbing.norm(model.ptr(model.params, $0), D) } ?? 0
         for b in 0..<B {
             let dn = dnll[b] / Float(T)
             terms.decoderNLL.append(dn)
             let tk = tokenWeight > 0 ? tok[b] / Float(max(1, tokenCount[b])) : 0
             if tokenWeight > 0 { terms.token.append(tk) }
-            terms.loss.append(terms.mse[b] + dn + terms.tT[b] + tokenWeight * tk)
+            terms.loss.append(terms.mse[b] + dn + terms.tT[b] + tokenWeight * tk + reg)
             let cnt = mask[(b * T)..<((b + 1) * T)].reduce(0, +)
             terms.nll.append(cnt > 0 ? nll[b] / Float(cnt) : 0)
         }
@@ -339,14 +349,19 @@ final class DiffusionLoss {
         if objective.contains(.mse) || (tokenWeight > 0 && objective.contains(.token)) {
             model.backward(dout: dout.ptr, x: xt.ptr, acts: acts, grads: g, dx: dxt.ptr, weights: prepared)
         }
-        // x_t → x_start (q_sample and the source anchoring)
+        // x_t → x_start (q_sample and the source anchoring; a row replaced by m does not depend on x_start)
         for b in 0..<B {
             let sa = Float(schedule.sqrtAlphasCumprod[t[b]])
             for s in 0..<T {
                 let r = b * T + s
-                let f: Float = mask[r] == 0 ? 1 : sa
+                let f: Float = mask[r] == 0 ? 1 : absorbed[r] ? 0 : sa
                 for j in 0..<D { dxStart.ptr[r * D + j] += f * dxt.ptr[r * D + j] }
             }
+        }
+        if let id = meanEmbed {
+            let regWeight = objective.contains(.absorbingReg) ? c.regRate * weights.reduce(0, +) / Float(B) : 0
+            SoftAbsorbing.backward(dm: model.ptr(g, id), m: model.ptr(model.params, id), dxt: dxt.ptr, mask: mask, t: t,
+                                   absorbed: absorbed, schedule: schedule, dim: D, regWeight: regWeight)
         }
         // x_start = x_start_mean + const → scatter into the embedding rows
         let dE = model.ptr(g, \.wordEmbedding)

@@ -119,7 +119,8 @@ public struct StepReport: Sendable, Codable {
     public var tokens: Int
 }
 
-/// Injected randomness for one microbatch (tests): timesteps, weights and the two noises.
+/// Injected randomness for one microbatch (tests): timesteps, weights, the two noises and the soft absorbing
+/// state's (B, T) replacement uniforms (empty without its discrete noise).
 struct MicrobatchDraw {
     var t: [Int]
     var weights: [Float]
@@ -127,6 +128,7 @@ struct MicrobatchDraw {
     var noiseQ: [Float]
     /// Self-conditioned models: which examples take a first pass's x̂₀ (empty: none).
     var selfCondition: [Bool] = []
+    var absorb: [Float] = []
 }
 
 /// The official training loop (`train_util.py` `TrainLoop`): microbatches with summed gradients,
@@ -265,7 +267,9 @@ public final class Trainer {
                 n1.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
                 n2.withUnsafeMutableBufferPointer { rng.fillNormal($0.baseAddress!, B * T * D) }
                 let sc = c.selfCondition ? (0..<B).map { _ in selfConditionRNG.uniformDouble() < options.selfConditionProb } : []
-                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2, selfCondition: sc)
+                // Drawn only when the model replaces tokens by m, so every other run's stream is unchanged.
+                let absorb = c.denoiseRate > 0 ? (0..<(B * T)).map { _ in rng.uniform() } : []
+                draw = MicrobatchDraw(t: ts, weights: ws, noiseXStart: n1, noiseQ: n2, selfCondition: sc, absorb: absorb)
             }
             let useDropout = dropout && (c.dropout > 0 || c.attentionDropout > 0)
             let terms: LossTerms = withUnsafeMutablePointer(to: &rng) { rp in
@@ -275,7 +279,8 @@ public final class Trainer {
                                      noiseXStart: a.baseAddress!, noiseQ: b.baseAddress!, weights: draw.weights,
                                      acts: acts!, grads: grads, dropout: useDropout ? rp : nil,
                                      computeNLL: (step + 1) % max(1, options.nllEvery) == 0 || step == 0 || options.tokenLoss > 0,
-                                     selfCondition: draw.selfCondition)
+                                     selfCondition: draw.selfCondition,
+                                     absorbDraws: draw.absorb)
                     }
                 }
             }
