@@ -12,7 +12,7 @@ import Foundation
 
 /// Where the official PyTorch code and its timing script are, and how long one run of it may take.
 struct PyTorchOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Also time the official PyTorch DiffuSeq code with this Python (torch installed by shared/tools/pytorch-baseline/setup.sh), in fp32 and bf16 autocast, alternating with ours; reports ours ÷ PyTorch for fp32 against fp32 and bf16 against bf16.", valueName: "python"))
+    @Option(name: .long, help: ArgumentHelp("Also time the official PyTorch DiffuSeq code with this Python (torch installed by shared/tools/pytorch-baseline/setup.sh), alternating with ours, in the precisions ours runs in (bf16 as torch.autocast); reports ours ÷ PyTorch for fp32 against fp32 and bf16 against bf16.", valueName: "python"))
     var pytorch: String?
     @Option(name: .customLong("pytorch-src"), help: ArgumentHelp("The folder setup.sh filled (diffuseq-src, dsq-shims, dsq-configs). Default: $DIFFUSEQ_PYTORCH_SRC, else $TMP, else $TMPDIR or /tmp, as setup.sh.", valueName: "dir"))
     var pytorchSrc: String?
