@@ -58,19 +58,23 @@ func median(_ xs: [Double]) -> Double {
 
 /// Runs each case in a fresh child process (so peak memory is per case) once per precision, `--rounds` times
 /// (alternating), and gathers JSON results: one per (case, precision), its `ms_per_step` the median over the
-/// rounds (`ms_rounds` lists them).
-func runCases(_ names: [String], subcommand: [String], opts: BenchOptions) throws -> [[String: Any]] {
+/// rounds (`ms_rounds` lists them). With `peer`, the official PyTorch code runs the case after ours in every
+/// round, in the precisions ours ran in.
+func runCases(_ names: [String], subcommand: [String], opts: BenchOptions, peer: PeerSession? = nil) throws -> [[String: Any]] {
     let precisions = try opts.precisions()
     var byKey: [String: [[String: Any]]] = [:], order: [String] = []
     for _ in 0..<max(1, opts.rounds) {
         for name in names {
+            var round: [[String: Any]] = []
             for p in precisions {
                 var r = try runCase(name, precision: p, subcommand: subcommand, opts: opts)
                 r["precision_requested"] = p.rawValue
                 let key = name + "/" + p.rawValue
                 if byKey[key] == nil { order.append(key) }
                 byKey[key, default: []].append(r)
+                round.append(r)
             }
+            try peer?.runRound(name, ours: round)
         }
     }
     return order.map { key in
@@ -161,6 +165,7 @@ struct BenchSample: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sample",
         abstract: "ms per denoising step (model + rounding) and peak memory, random weights: base b1/b16, small b16.")
     @OptionGroup var opts: BenchOptions
+    @OptionGroup var peer: PyTorchOptions
 
     func run() throws {
         try runReporting {
@@ -169,8 +174,11 @@ struct BenchSample: ParsableCommand {
             let pytorch = ["base-b1": 194.0, "base-b16": 2340.0, "small-b16": 1020.0]
             let names = opts.cases.map { $0.split(separator: ",").map(String.init) } ?? BenchShape.all().map(\.name)
             if !opts.json { eprint("bench sample: \(names.joined(separator: ", ")) (each in its own process)") }
-            let res = try runCases(names, subcommand: ["bench", "sample"], opts: opts)
-            if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
+            let session = try peer.pytorch.map { _ in
+                try PeerSession.start(peer, kind: .sample, names: names, skipNLL: false, steps: opts.repeats, quiet: opts.json)
+            }
+            let res = try runCases(names, subcommand: ["bench", "sample"], opts: opts, peer: session)
+            if opts.json { printJSON(["blas": blasLine(), "cases": res].merging(session.map { ["pytorch": $0.report(res)] } ?? [:]) { $1 }); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads; profile per case (builtin-b1 runs as the explorer does)")
             print("case        precision  ms/step (median)   target   PyTorch   vs PyTorch   peak MB   GEMM floor   ÷ floor   speed-up vs fp32   load   engine, BLAS profile; products")
@@ -186,6 +194,8 @@ struct BenchSample: ParsableCommand {
             }
             print("GEMM floor: the step's matrix products timed one by one in the same process, on the case's engine (bench gemm --verbose lists them).")
             print("Engines: packed = weights packed once, our \(SamplingEngine.packedISA) kernels on a pool of \(ComputeContext.process.threads) threads (runs of ≤ 512 positions); blas = OpenBLAS.")
+            if session != nil { print("The PyTorch column above is the stored figure of 2026-12-02; the measured one follows.") }
+            session?.printTable(res, rounds: opts.rounds)
         }
     }
 
@@ -219,6 +229,7 @@ struct BenchSample: ParsableCommand {
                                                              roundedRows: mask.filter { $0 != 0 }.count), repeats: 3, packed: packed,
                                           matMul: packed ? nil : choice)
         printJSON(["case": name, "blas_profile": BLAS.isLatencyProfile ? "latency" : "throughput", "ms_per_step": median(Array(times)), "runs_timed": times.count,
+                   "precision": choice.precision.rawValue,
                    "engine": packed ? "packed" : "blas", "matmul": packed ? "packed fp32" : sampler.matMul.summary,
                    "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000, "steps_per_run": 3, "batch": B,
                    "peak_mb": peak, "gflops_per_step": 2 * shape.forwardMACsPerToken * Double(B * T) / 1e9])
@@ -229,16 +240,23 @@ struct BenchTrain: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "train",
         abstract: "ms per training step, tokens/s, GFLOP/s and peak memory: base and small, batch 16, seq 128, V 30,522.")
     @OptionGroup var opts: BenchOptions
+    @OptionGroup var peer: PyTorchOptions
+    @Flag(name: .customLong("pytorch-skip-nll"), help: "Run the PyTorch step without its logged-only terms[\"nll\"] (a full-vocabulary product every step; ours computes it every 10th step): the same work as ours.")
+    var pytorchSkipNLL = false
 
     func run() throws {
         try runReporting {
             if let c = opts.child { try child(c); return }
+            if pytorchSkipNLL && peer.pytorch == nil { throw CLIError("--pytorch-skip-nll goes with --pytorch") }
             let names = opts.cases.map { $0.split(separator: ",").map(String.init) } ?? ["small-b16", "base-b16"]
             let pytorch: [String: (Double, Double)] = ["base-b16": (11400, 6100), "small-b16": (2330, 2600)]
             let targets = ["base-b16": 5000.0, "small-b16": 800.0]
             if !opts.json { eprint("bench train: \(names.joined(separator: ", ")) (each in its own process)") }
-            let res = try runCases(names, subcommand: ["bench", "train"], opts: opts)
-            if opts.json { printJSON(["blas": blasLine(), "cases": res]); return }
+            let session = try peer.pytorch.map { _ in
+                try PeerSession.start(peer, kind: .train, names: names, skipNLL: pytorchSkipNLL, steps: max(2, opts.repeats), quiet: opts.json)
+            }
+            let res = try runCases(names, subcommand: ["bench", "train"], opts: opts, peer: session)
+            if opts.json { printJSON(["blas": blasLine(), "cases": res].merging(session.map { ["pytorch": $0.report(res)] } ?? [:]) { $1 }); return }
             let b = blasLine()
             print("BLAS kernel \(b["kernel"] ?? "?"), \(b["threads"] ?? "?") threads, \(b["profile"] ?? "?") profile")
             print("case        precision  ms/step   target  PyTorch  speed-up   tokens/s   GFLOP/s   peak MB (PyTorch)   GEMM floor  ÷ floor  vs fp32   load   products")
@@ -260,6 +278,8 @@ struct BenchTrain: ParsableCommand {
                 print("  " + (r["case"] as? String ?? "?").padding(toLength: 11, withPad: " ", startingAt: 0) + " "
                       + ((r["precision_requested"] as? String) ?? "?").padding(toLength: 5, withPad: " ", startingAt: 0) + parts.joined(separator: " · "))
             }
+            if session != nil { print("The PyTorch column above is the stored figure of 2026-12-02; the measured one follows.") }
+            session?.printTable(res, rounds: opts.rounds)
         }
     }
 
@@ -292,7 +312,7 @@ struct BenchTrain: ParsableCommand {
         let flops = 2 * (3 * shape.forwardMACsPerToken * tokens + tokens * V * D + tokens * V * D / Double(o.nllEvery))
         let peak = peakMemoryMB()
         let floor = try GEMMFloor.measure(GEMMFloor.products(c, batch: B, training: true), repeats: 3, matMul: choice)
-        printJSON(["case": name, "ms_per_step": ms, "matmul": trainer.matMul.summary, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
+        printJSON(["case": name, "ms_per_step": ms, "matmul": trainer.matMul.summary, "precision": choice.precision.rawValue, "tokens_per_s": tokens / (ms / 1000), "gflops": flops / (ms / 1000) / 1e9,
                    "peak_mb": peak, "batch": B, "seq_len": T, "phases_ms": phases,
                    "gemm_floor_ms": floor.reduce(0) { $0 + $1.stepSeconds } * 1000])
     }
