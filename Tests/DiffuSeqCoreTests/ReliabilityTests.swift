@@ -50,6 +50,21 @@ struct ReliabilityTests {
         #expect(try String(contentsOf: dir.appendingPathComponent("out.jsonl"), encoding: .utf8) == "ab")
     }
 
+    @Test("a model is freed once its users let go: its own reference weights do not retain it (LeakSanitizer found every model leaking)")
+    func modelIsFreed() throws {
+        weak var freed: TransformerNetModel?
+        weak var weights: PreparedWeights?
+        do {
+            let m = try loadTinyModel()
+            let w = m.referenceWeights  // the lazily made OpenBLAS views that every pass without prepared weights uses
+            let other = PreparedWeights(model: m, mm: OpenBLASMatMul.shared)  // a user's copy retains the model
+            freed = m; weights = w
+            withExtendedLifetime(other) { #expect(freed != nil) }
+        }
+        #expect(freed == nil, "the model outlived its last user")
+        #expect(weights == nil, "its reference weights outlived it")
+    }
+
     @Test("the BLAS serial region is a counter: overlapping regions on two threads end when the last leaves")
     func serialRegionCounts() {
         // The depth is process-wide and other suites' parallelGEMMs enter and leave it concurrently, so one attempt can

@@ -48,7 +48,12 @@ final class PreparedWeights: @unchecked Sendable {
     /// Whether each layer's query/key/value weights are stacked into one product.
     let fusedQKV: Bool
 
-    private let model: TransformerNetModel
+    /// The model whose parameters the views point into. Held strongly (the views must not outlive the buffer),
+    /// except by the model's own `referenceWeights`, which would otherwise form a retain cycle (LeakSanitizer found
+    /// every model leaking): there the model owns this object, so it always outlives it.
+    private var model: TransformerNetModel { owner ?? borrowed }
+    private let owner: TransformerNetModel?
+    private unowned(unsafe) let borrowed: TransformerNetModel
     /// bf16 copies of the Linear weights, one block after another (`bf16Blocks`), or nil for fp32 backends.
     private let half: UnsafeMutablePointer<UInt16>?
     private let halfCount: Int
@@ -64,8 +69,10 @@ final class PreparedWeights: @unchecked Sendable {
 
     /// Prepares `model`'s weights for `mm` and makes the copies: bf16 unless `bf16Copies` is false, stacked
     /// QKV with `fuseQKV`, packed panels for the packed engine (which always stacks QKV).
-    init(model: TransformerNetModel, mm: any MatMul, fuseQKV: Bool = false, bf16Copies: Bool = true) {
-        self.model = model
+    /// `ownedByModel`: only for the model's own `referenceWeights` (the model is then not retained).
+    init(model: TransformerNetModel, mm: any MatMul, fuseQKV: Bool = false, bf16Copies: Bool = true, ownedByModel: Bool = false) {
+        owner = ownedByModel ? nil : model
+        borrowed = model
         self.mm = mm
         let packs = mm.library == .packed, fuseQKV = fuseQKV || packs
         fusedQKV = fuseQKV

@@ -69,7 +69,7 @@ public final class TransformerNetModel: @unchecked Sendable {
     // MARK: Forward
 
     /// The weights as OpenBLAS fp32 takes them: views into `params` (no copy), so always current.
-    private(set) lazy var referenceWeights = PreparedWeights(model: self, mm: OpenBLASMatMul.shared)
+    private(set) lazy var referenceWeights = PreparedWeights(model: self, mm: OpenBLASMatMul.shared, ownedByModel: true)
 
     /// Runs the network: out (B, T, D) = f(x (B, T, D), tModel (B)).
     ///
